@@ -1,0 +1,47 @@
+"""Deterministic content-hash ids and the question normalisation used for linking.
+
+Ids are hashes of what identifies a thing, so loading or importing the same input twice
+produces the same ids and adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+_SEP = "\x1f"
+
+
+def stable_id(prefix: str, *parts: object) -> str:
+    """``prefix`` + 20 hex digits of a BLAKE2b hash over the parts (80 bits)."""
+    h = hashlib.blake2b(_SEP.join("" if p is None else str(p) for p in parts).encode(),
+                        digest_size=10)
+    return f"{prefix}_{h.hexdigest()}"
+
+
+def problem_id(dataset: str, split: str, source_id: str) -> str:
+    return stable_id("p", dataset, split, source_id)
+
+
+def sample_id(run_id: str, problem_id: str, sample_index: int) -> str:
+    return stable_id("s", run_id, problem_id, sample_index)
+
+
+# Prompt labels that files put in front of a question ("Problem:\n..." in the GPT-3.5
+# TDG file) or behind it ("... \nSolution:").
+_LEADING_LABEL = re.compile(r"^\s*(?:problem|question|q)\s*(?:\d+\s*)?[:.]\s*", re.I)
+_TRAILING_LABEL = re.compile(r"\s*(?:solution|answer|a)\s*:\s*$", re.I)
+_WS = re.compile(r"\s+")
+
+
+def normalize_question(text: str) -> str:
+    """Fold the formatting differences real files have around the same question text."""
+    t = unicodedata.normalize("NFKC", text)
+    t = _LEADING_LABEL.sub("", t, count=1)
+    t = _TRAILING_LABEL.sub("", t, count=1)
+    return _WS.sub(" ", t).strip()
+
+
+def question_key(text: str) -> str:
+    return stable_id("q", normalize_question(text))

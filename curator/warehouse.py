@@ -1,0 +1,232 @@
+"""The embedded DuckDB warehouse: where it lives, its schema, and safe access to it.
+
+DuckDB lets one process write a database file, or several processes read it, but not
+both at once. Long jobs (generation, grading) therefore never keep the file open: they
+open it, commit a short batch, and close it again, and everyone who finds the file locked
+waits with backoff instead of failing. Use :meth:`Warehouse.read` and
+:meth:`Warehouse.write` for every access.
+
+Schema changes are numbered SQL files in ``schemas/migrations``, applied in order on
+open and recorded in ``schema_migrations``, so an old warehouse is upgraded in place.
+Views in ``warehouse/views`` are derived state: they are re-created whenever their text
+changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from curator.errors import CuratorError, WarehouseBusy
+
+DEFAULT_DB = Path("warehouse") / "curator.duckdb"
+ENV_DB = "CURATOR_DB"
+ENV_LOCK_TIMEOUT = "CURATOR_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 120.0
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGED = Path(__file__).resolve().parent / "_contracts"
+
+
+def contract_dir(name: str) -> Path:
+    """Directory of the SQL contracts: the source tree's, or the copy inside a wheel."""
+    source = {"migrations": _REPO_ROOT / "schemas" / "migrations",
+              "schemas": _REPO_ROOT / "schemas",
+              "views": _REPO_ROOT / "warehouse" / "views"}[name]
+    if source.is_dir():
+        return source
+    packaged = {"migrations": _PACKAGED / "schemas" / "migrations",
+                "schemas": _PACKAGED / "schemas",
+                "views": _PACKAGED / "views"}[name]
+    return packaged
+
+
+def resolve_db_path(db: str | os.PathLike | None = None) -> Path:
+    """``--db`` wins, then ``CURATOR_DB``, then ``warehouse/curator.duckdb`` here."""
+    if db:
+        return Path(db)
+    env = os.environ.get(ENV_DB)
+    return Path(env) if env else DEFAULT_DB
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration file, in order."""
+    out = []
+    for f in sorted(contract_dir("migrations").glob("*.sql")):
+        m = re.match(r"(\d+)_(.+)\.sql$", f.name)
+        if not m:
+            raise CuratorError(f"{f}: migration files must be named NNN_name.sql")
+        out.append((int(m.group(1)), m.group(2), f.read_text()))
+    versions = [v for v, _, _ in out]
+    if len(set(versions)) != len(versions):
+        raise CuratorError(f"duplicate migration numbers in {contract_dir('migrations')}")
+    return out
+
+
+def _views_sql() -> str:
+    return "\n".join(f.read_text() for f in sorted(contract_dir("views").glob("*.sql")))
+
+
+def _is_lock_conflict(exc: Exception) -> bool:
+    msg = str(exc)
+    return "Could not set lock" in msg or "Conflicting lock" in msg
+
+
+class Warehouse:
+    """Access to one warehouse file. Cheap to create; holds no connection between uses."""
+
+    def __init__(self, path: str | os.PathLike | None = None,
+                 lock_timeout: float | None = None):
+        self.path = resolve_db_path(path)
+        if lock_timeout is None:
+            lock_timeout = float(os.environ.get(ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT))
+        self.lock_timeout = lock_timeout
+        self._ready = False
+
+    # -- connections ---------------------------------------------------------------
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if not _is_lock_conflict(exc):
+                    raise CuratorError(f"cannot open warehouse {self.path}: {exc}") from exc
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusy(
+                        f"warehouse {self.path} stayed locked by another process for "
+                        f"{self.lock_timeout:.0f}s ({exc}). Wait for it to finish, or raise "
+                        f"{ENV_LOCK_TIMEOUT}.") from exc
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.25)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def init(self) -> bool:
+        """Create the warehouse if needed and bring its schema up to date.
+
+        Returns True if the file was created.
+        """
+        created = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._connect(read_only=False)
+        try:
+            self._upgrade(con)
+        finally:
+            con.close()
+        self._ready = True
+        return created
+
+    def _needs_upgrade(self, con: duckdb.DuckDBPyConnection) -> bool:
+        try:
+            applied = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            views = con.execute(
+                "SELECT value FROM warehouse_meta WHERE key = 'views_hash'").fetchone()
+        except duckdb.CatalogException:
+            return True
+        latest = max((v for v, _, _ in migrations()), default=0)
+        return applied < latest or views is None or views[0] != self._views_hash()
+
+    def _views_hash(self) -> str:
+        return hashlib.sha256(_views_sql().encode()).hexdigest()
+
+    def _upgrade(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                           version INTEGER PRIMARY KEY, name VARCHAR NOT NULL,
+                           applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)""")
+        con.execute("""CREATE TABLE IF NOT EXISTS warehouse_meta (
+                           key VARCHAR PRIMARY KEY, value VARCHAR)""")
+        applied = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        for version, name, sql in migrations():
+            if version in applied:
+                continue
+            # Each migration and its record commit together: a crash leaves either
+            # the old schema or the new one, never half of it.
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(sql)
+                con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                            [version, name])
+                con.execute("COMMIT")
+            except Exception as exc:
+                con.execute("ROLLBACK")
+                raise CuratorError(f"migration {version:03d}_{name} failed on {self.path}: "
+                                   f"{exc}; the warehouse is unchanged") from exc
+        digest = self._views_hash()
+        row = con.execute("SELECT value FROM warehouse_meta WHERE key = 'views_hash'").fetchone()
+        if row is None or row[0] != digest:
+            con.execute("BEGIN TRANSACTION")
+            con.execute(_views_sql())
+            con.execute("INSERT OR REPLACE INTO warehouse_meta VALUES ('views_hash', ?)", [digest])
+            con.execute("COMMIT")
+
+    def _ensure_ready(self, create: bool) -> None:
+        if self._ready:
+            return
+        if not self.path.exists():
+            if not create:
+                raise CuratorError(
+                    f"no warehouse at {self.path}: run `curator init` or `curator load` first "
+                    f"(or point --db / {ENV_DB} at an existing one)")
+            self.init()
+            return
+        con = self._connect(read_only=True)
+        try:
+            stale = self._needs_upgrade(con)
+        finally:
+            con.close()
+        if stale:
+            self.init()
+        self._ready = True
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection, closed on exit. Waits while a writer commits."""
+        self._ensure_ready(create=False)
+        con = self._connect(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction: committed on normal exit,
+        rolled back on any exception (Ctrl-C included), closed either way.
+
+        Keep the body short: other processes wait while it runs.
+        """
+        self._ensure_ready(create=True)
+        con = self._connect(read_only=False)
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    @contextmanager
+    def write_autocommit(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection without an enclosing transaction (for callers that
+        commit several batches themselves)."""
+        self._ensure_ready(create=True)
+        con = self._connect(read_only=False)
+        try:
+            yield con
+        finally:
+            con.close()
