@@ -64,6 +64,7 @@ CREATE TABLE samples (
     error_class       VARCHAR,             -- rate_limit | server | timeout | bad_response | content_filter | ...
     error             VARCHAR,
     request_id        VARCHAR,
+    metadata          JSON,                -- extra per-sample fields (e.g. a student's logprob)
     created_at        TIMESTAMP NOT NULL DEFAULT current_timestamp
 );
 
