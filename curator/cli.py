@@ -27,8 +27,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (files, CI logs, the README's examples) gets a wide console instead of
+# rich's 80-column default, so ids are not folded over several lines.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 DbOption = Annotated[Optional[Path], typer.Option(
     "--db", help="Warehouse file (default: $CURATOR_DB or warehouse/curator.duckdb).",

@@ -30,7 +30,7 @@ def sample_id(run_id: str, problem_id: str, sample_index: int) -> str:
 
 # Prompt labels that files put in front of a question ("Problem:\n..." in the GPT-3.5
 # TDG file) or behind it ("... \nSolution:").
-_LEADING_LABEL = re.compile(r"^\s*(?:problem|question|q)\s*(?:\d+\s*)?[:.]\s*", re.I)
+LEADING_LABEL = re.compile(r"^\s*(?:problem|question|q)\s*(?:\d+\s*)?[:.]\s*", re.I)
 _TRAILING_LABEL = re.compile(r"\s*(?:solution|answer|a)\s*:\s*$", re.I)
 _WS = re.compile(r"\s+")
 
@@ -38,10 +38,15 @@ _WS = re.compile(r"\s+")
 def normalize_question(text: str) -> str:
     """Fold the formatting differences real files have around the same question text."""
     t = unicodedata.normalize("NFKC", text)
-    t = _LEADING_LABEL.sub("", t, count=1)
+    t = LEADING_LABEL.sub("", t, count=1)
     t = _TRAILING_LABEL.sub("", t, count=1)
     return _WS.sub(" ", t).strip()
 
 
 def question_key(text: str) -> str:
     return stable_id("q", normalize_question(text))
+
+
+def strip_question_label(text: str) -> str:
+    """The question without a leading prompt label ("Problem:\\n"), otherwise unchanged."""
+    return LEADING_LABEL.sub("", text, count=1).strip()

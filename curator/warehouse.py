@@ -230,3 +230,13 @@ class Warehouse:
             yield con
         finally:
             con.close()
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The first column of the first row, with the result fully consumed.
+
+    DuckDB 2 keeps a result open after ``fetchone()``; register/unregister on that
+    connection then fail with "unfinished result". Always finish results.
+    """
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None
