@@ -211,10 +211,12 @@ def answer_value(v: Any) -> str | None:
 
 
 def split_from_path(path: Path, default: str) -> str:
+    """The split a path names: a folder 'train/', a file 'test.jsonl' or 'gsm8k_test.jsonl'."""
     for part in reversed(path.parts):
-        stem = part.split(".")[0].lower()
-        if stem in SPLIT_NAMES:
-            return stem
+        tokens = re.split(r"[^a-z]+", part.split(".")[0].lower())
+        for tok in reversed(tokens):
+            if tok in SPLIT_NAMES:
+                return tok
     return default
 
 

@@ -31,6 +31,9 @@ DEFAULT_DB = Path("warehouse") / "curator.duckdb"
 ENV_DB = "CURATOR_DB"
 ENV_LOCK_TIMEOUT = "CURATOR_LOCK_TIMEOUT"
 DEFAULT_LOCK_TIMEOUT = 120.0
+# After a write commits, the same process waits this long before it takes the lock
+# again, so that readers and other writers who are waiting get their turn.
+WRITE_GAP = 0.05
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _PACKAGED = Path(__file__).resolve().parent / "_contracts"
@@ -90,6 +93,7 @@ class Warehouse:
             lock_timeout = float(os.environ.get(ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT))
         self.lock_timeout = lock_timeout
         self._ready = False
+        self._last_write_end = 0.0
 
     # -- connections ---------------------------------------------------------------
 
@@ -108,7 +112,7 @@ class Warehouse:
                         f"{self.lock_timeout:.0f}s ({exc}). Wait for it to finish, or raise "
                         f"{ENV_LOCK_TIMEOUT}.") from exc
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.25)
+                delay = min(delay * 2, 0.05)
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -208,7 +212,7 @@ class Warehouse:
         Keep the body short: other processes wait while it runs.
         """
         self._ensure_ready(create=True)
-        con = self._connect(read_only=False)
+        con = self._connect_for_write()
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -219,17 +223,25 @@ class Warehouse:
             con.execute("COMMIT")
         finally:
             con.close()
+            self._last_write_end = time.monotonic()
 
     @contextmanager
     def write_autocommit(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection without an enclosing transaction (for callers that
         commit several batches themselves)."""
         self._ensure_ready(create=True)
-        con = self._connect(read_only=False)
+        con = self._connect_for_write()
         try:
             yield con
         finally:
             con.close()
+            self._last_write_end = time.monotonic()
+
+    def _connect_for_write(self) -> duckdb.DuckDBPyConnection:
+        wait = self._last_write_end + WRITE_GAP - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return self._connect(read_only=False)
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
