@@ -14,10 +14,11 @@ _SEP = "\x1f"
 
 
 def stable_id(prefix: str, *parts: object) -> str:
-    """``prefix`` + 20 hex digits of a BLAKE2b hash over the parts (80 bits)."""
-    h = hashlib.blake2b(_SEP.join("" if p is None else str(p) for p in parts).encode(),
-                        digest_size=10)
-    return f"{prefix}_{h.hexdigest()}"
+    """``prefix`` + the first 20 hex digits (80 bits) of SHA-256 over the parts joined by
+    the unit separator. SHA-256 because DuckDB computes the same thing in SQL
+    (:func:`sample_id_sql`), so bulk paths can derive ids without a Python loop."""
+    h = hashlib.sha256(_SEP.join("" if p is None else str(p) for p in parts).encode())
+    return f"{prefix}_{h.hexdigest()[:20]}"
 
 
 def problem_id(dataset: str, split: str, source_id: str) -> str:
@@ -26,6 +27,12 @@ def problem_id(dataset: str, split: str, source_id: str) -> str:
 
 def sample_id(run_id: str, problem_id: str, sample_index: int) -> str:
     return stable_id("s", run_id, problem_id, sample_index)
+
+
+def sample_id_sql(run_id: str, problem_id: str, sample_index: str) -> str:
+    """SQL expression computing :func:`sample_id` from three column expressions."""
+    return (f"'s_' || substr(sha256(concat_ws(chr(31), {run_id}, {problem_id}, "
+            f"{sample_index}::VARCHAR)), 1, 20)")
 
 
 # Prompt labels that files put in front of a question ("Problem:\n..." in the GPT-3.5

@@ -115,12 +115,13 @@ def read_tdg(path: Path, model: str, collector: Collector) -> list[Rationale]:
             collector.reject(str(exc), path, n, raw=obj)
             continue
         ref = last_boxed(solution) if solution else None
-        for i, g in enumerate(gens):
-            out.append(Rationale(line=n, model=model, completion=g, sample_index=i,
-                                 question=question, reference_solution=solution,
-                                 reference_answer=ref.strip() if ref else None,
-                                 subject=subject if isinstance(subject, str) else None,
-                                 level=parse_level(obj.get("level"))))
+        ref = ref.strip() if ref else None
+        level = parse_level(obj.get("level"))
+        subject = subject if isinstance(subject, str) else None
+        out.extend(Rationale(line=n, model=model, completion=g, sample_index=i,
+                             question=question, reference_solution=solution,
+                             reference_answer=ref, subject=subject, level=level)
+                   for i, g in enumerate(gens))
     return out
 
 
@@ -291,41 +292,49 @@ def _store_run(con, fmt: str, model: str, provider: str | None, path: Path, dige
         WHERE NOT EXISTS (SELECT 1 FROM runs WHERE run_id = ?)""",
                 [run_id, provider, model, str(path),
                  json.dumps({"format": fmt, "file_sha256": digest}), run_id])
-    # Records without a sample_index are numbered per problem in file order.
+    # Records without a sample_index are numbered per problem in file order; a repeated
+    # (problem, index) keeps its first record.
     next_index: dict[str, int] = defaultdict(int)
-    rows: dict[str, dict] = {}
-    problems_seen: set[str] = set()
+    seen: set[tuple[str, int]] = set()
+    keep: list[tuple[Rationale, str, int]] = []
     for r, pid in items:
         idx = r.sample_index
         if idx is None:
             idx = next_index[pid]
         next_index[pid] = max(next_index[pid], idx + 1)
-        sid = ids.sample_id(run_id, pid, idx)
-        problems_seen.add(pid)
-        rows.setdefault(sid, {
-            "sample_id": sid, "run_id": run_id, "problem_id": pid, "sample_index": idx,
-            "completion": r.completion, "finish_reason": r.finish_reason,
-            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "metadata": json.dumps(r.metadata, ensure_ascii=False, default=str) if r.metadata else None,
-        })
-    frame = pl.DataFrame(list(rows.values()), schema={
-        "sample_id": pl.Utf8, "run_id": pl.Utf8, "problem_id": pl.Utf8,
-        "sample_index": pl.Int32, "completion": pl.Utf8, "finish_reason": pl.Utf8,
-        "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "metadata": pl.Utf8})
+        if (pid, idx) not in seen:
+            seen.add((pid, idx))
+            keep.append((r, pid, idx))
+    problems_seen = {pid for _, pid, _ in keep}
+    frame = pl.DataFrame({
+        "problem_id": [pid for _, pid, _ in keep],
+        "sample_index": [idx for _, _, idx in keep],
+        "completion": [r.completion for r, _, _ in keep],
+        "finish_reason": [r.finish_reason for r, _, _ in keep],
+        "prompt_tokens": [r.prompt_tokens for r, _, _ in keep],
+        "completion_tokens": [r.completion_tokens for r, _, _ in keep],
+        "metadata": [json.dumps(r.metadata, ensure_ascii=False, default=str) if r.metadata
+                     else None for r, _, _ in keep],
+    }, schema={"problem_id": pl.Utf8, "sample_index": pl.Int32, "completion": pl.Utf8,
+               "finish_reason": pl.Utf8, "prompt_tokens": pl.Int64,
+               "completion_tokens": pl.Int64, "metadata": pl.Utf8})
     con.register("incoming_samples", frame)
     try:
         before = scalar(con, "SELECT count(*) FROM samples WHERE run_id = ?", [run_id])
-        con.execute("""
+        con.execute(f"""
             INSERT INTO samples (sample_id, run_id, problem_id, sample_index, completion,
                                  finish_reason, prompt_tokens, completion_tokens, metadata)
-            SELECT sample_id, run_id, problem_id, sample_index, completion, finish_reason,
-                   prompt_tokens, completion_tokens, metadata::JSON
-            FROM incoming_samples i
-            WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.sample_id = i.sample_id)""")
+            SELECT * FROM (
+                SELECT {ids.sample_id_sql("$run", "problem_id", "sample_index")} AS sample_id,
+                       $run, problem_id, sample_index, completion, finish_reason,
+                       prompt_tokens, completion_tokens, metadata::JSON
+                FROM incoming_samples) i
+            WHERE NOT EXISTS (SELECT 1 FROM samples s WHERE s.sample_id = i.sample_id)""",
+                    {"run": run_id})
         after = scalar(con, "SELECT count(*) FROM samples WHERE run_id = ?", [run_id])
     finally:
         con.unregister("incoming_samples")
     return RunImport(run_id=run_id, model=model, records=len(items),
                      linked=len(problems_seen - created_ids),
                      created=len(problems_seen & created_ids),
-                     added=after - before, present=len(rows) - (after - before))
+                     added=after - before, present=len(keep) - (after - before))

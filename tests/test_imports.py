@@ -91,3 +91,12 @@ def test_import_errors(wh, tmp_path, fixtures):
     with wh.read() as con:
         assert scalar(con, "SELECT count(*) FROM samples") == 0
         assert scalar(con, "SELECT count(*) FROM runs") == 0
+
+
+def test_sql_sample_ids_equal_python_ids():
+    import duckdb
+
+    from curator import ids
+    con = duckdb.connect()
+    got = con.execute(f"SELECT {ids.sample_id_sql('?', '?', '?')}", ["r_1", "p_2", 7]).fetchall()[0][0]
+    assert got == ids.sample_id("r_1", "p_2", 7)
