@@ -19,6 +19,7 @@ Without stratification the sequence is simply the rank-key order.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,10 +82,15 @@ def apportion(n: int, fractions: Sequence[Fraction]) -> list[int]:
     """For a sequence of ``n`` items, the split index of each item (largest deficit
     first, ties to the earlier split): every prefix stays within one item of the
     target fractions, and the totals are the targets rounded."""
+    # Integer arithmetic on a common denominator: exact, and fast enough for 10^5 items.
+    denom = 1
+    for f in fractions:
+        denom = denom * f.denominator // math.gcd(denom, f.denominator)
+    weights = [int(f * denom) for f in fractions]
     counts = [0] * len(fractions)
     out = []
     for k in range(1, n + 1):
-        best = max(range(len(fractions)), key=lambda j: (fractions[j] * k - counts[j], -j))
+        best = max(range(len(weights)), key=lambda j: (weights[j] * k - counts[j] * denom, -j))
         counts[best] += 1
         out.append(best)
     return out

@@ -1,0 +1,20 @@
+"""Exports: the handover from curation to training.
+
+* :func:`export_training` (`curator export`): graded rationales, labelled positive or
+  negative by the current grader, in problem-level splits (no problem in two splits),
+  as JSONL, Parquet or a Hugging Face ``DatasetDict``, with ``manifest.json``.
+* :func:`export_eval` (`curator export-eval`): problems only, for evaluating students.
+
+Records follow ``schemas/export_record.schema.json`` / ``schemas/eval_record.schema.json``,
+the only contract `distill` relies on. Modules: :mod:`.splits` (pure split assignment),
+:mod:`.schema` (the contracts and validation), :mod:`.formats` (writers), :mod:`.files`
+(staged output directory, hashes), :mod:`.training`, :mod:`.evaluation`, :mod:`.cli`.
+"""
+
+from curator.exporting.evaluation import EvalOptions, export_eval
+from curator.exporting.formats import FORMATS
+from curator.exporting.splits import DEFAULT_SPLITS, SplitSpec, assign_splits, parse_splits
+from curator.exporting.training import ExportOptions, ExportResult, export_training
+
+__all__ = ["DEFAULT_SPLITS", "EvalOptions", "ExportOptions", "ExportResult", "FORMATS",
+           "SplitSpec", "assign_splits", "export_eval", "export_training", "parse_splits"]

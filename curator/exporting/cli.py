@@ -1,0 +1,149 @@
+"""CLI commands `curator export`, `curator export-eval` and `curator report`.
+
+Thin wrappers: they parse options and call :func:`curator.exporting.export_training`,
+:func:`curator.exporting.export_eval` and :func:`curator.reporting.build_report`.
+Heavy imports (DuckDB, datasets, matplotlib) happen inside the command bodies so that
+`curator --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+DbOption = Annotated[Optional[Path], typer.Option(
+    "--db", help="Warehouse file (default: $CURATOR_DB or warehouse/curator.duckdb).",
+    envvar="CURATOR_DB", show_default=False)]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="jsonl | parquet | hf")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for the split assignment and the caps.")]
+OverwriteOpt = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace OUT if it holds a previous export.")]
+
+
+def _csv(values: list[str] | None) -> tuple[str, ...]:
+    """Repeatable options that also accept comma-separated lists."""
+    out: list[str] = []
+    for v in values or []:
+        out += [x.strip() for x in v.split(",") if x.strip()]
+    return tuple(out)
+
+
+def _stratify(value: str) -> tuple[str, ...]:
+    return () if value.strip().lower() in ("", "none") else _csv([value])
+
+
+def _console():
+    from rich.console import Console
+    return Console()
+
+
+def _print_result(result, title: str) -> None:
+    from curator.output import Format, render
+
+    console = _console()
+    m = result.manifest
+    render(["split", "problems", "records", "positives", "negatives"], result.split_rows(),
+           Format.table, console, title=title)
+    if m.get("duplicates_dropped"):
+        console.print(f"dropped {m['duplicates_dropped']} exact duplicate rationale(s) within "
+                      "problems")
+    if m.get("capped"):
+        console.print(f"left out {m['capped']} rationale(s) over --max-positives/--max-negatives")
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
+    console.print(f"wrote {result.out} ({m['format']}); provenance in "
+                  f"{result.out / 'manifest.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export")
+    def export(
+        out: Annotated[Path, typer.Argument(help="Output directory (must be empty or absent).")],
+        runs: Annotated[Optional[list[str]], typer.Option(
+            "--runs", help="Run ids or teacher model names (repeatable or comma-separated; default: all).")] = None,
+        dataset: Annotated[Optional[list[str]], typer.Option(
+            "--dataset", help="Dataset(s) to keep (repeatable or comma-separated; default: all).")] = None,
+        where: Annotated[Optional[str], typer.Option(
+            help="SQL condition over the record fields and problem_split, sample_index, "
+                 "grade_status, finish_reason, error_class, prompt_tokens, completion_tokens, "
+                 "provider; e.g. \"level >= 3\".")] = None,
+        splits: Annotated[str, typer.Option(help="Split names and fractions of problems.")] =
+            "train=0.9,validation=0.05,test=0.05",
+        seed: SeedOpt = 0,
+        stratify: Annotated[str, typer.Option(
+            help="Columns whose mix every split keeps: any of dataset, subject, level; or 'none'.")] =
+            "subject,level",
+        max_positives: Annotated[Optional[int], typer.Option(
+            help="At most this many positives per problem (chosen by seeded hash).")] = None,
+        max_negatives: Annotated[Optional[int], typer.Option(
+            help="At most this many negatives per problem (chosen by seeded hash).")] = None,
+        include_truncated: Annotated[bool, typer.Option(
+            "--include-truncated", help="Keep rationales cut off at the token limit.")] = False,
+        include_errored: Annotated[bool, typer.Option(
+            "--include-errored", help="Keep samples whose request recorded an error.")] = False,
+        keep_duplicates: Annotated[bool, typer.Option(
+            "--keep-duplicates", help="Keep exact duplicate rationales within a problem.")] = False,
+        fmt: FormatOpt = "jsonl",
+        overwrite: OverwriteOpt = False,
+        db: DbOption = None,
+    ) -> None:
+        """Export graded rationales as leak-free problem-level training splits."""
+        from curator.exporting import ExportOptions, export_training
+        from curator.warehouse import Warehouse
+
+        opts = ExportOptions(runs=_csv(runs), datasets=_csv(dataset), where=where,
+                             splits=splits, seed=seed, stratify=_stratify(stratify),
+                             max_positives=max_positives, max_negatives=max_negatives,
+                             include_truncated=include_truncated,
+                             include_errored=include_errored, dedupe=not keep_duplicates,
+                             format=fmt)
+        result = export_training(Warehouse(db), out, opts, overwrite=overwrite)
+        _print_result(result, f"export {out}")
+
+    @app.command("export-eval")
+    def export_eval(
+        out: Annotated[Path, typer.Argument(help="Output directory (must be empty or absent).")],
+        dataset: Annotated[Optional[list[str]], typer.Option(
+            "--dataset", help="Dataset(s) (repeatable or comma-separated; default: all).")] = None,
+        split: Annotated[str, typer.Option(help="The problems' split as loaded.")] = "test",
+        limit: Annotated[Optional[int], typer.Option(
+            help="Keep this many problems, chosen by seed with the mix of the whole.")] = None,
+        where: Annotated[Optional[str], typer.Option(
+            help="SQL condition over the eval record fields, e.g. \"level = 5\".")] = None,
+        seed: SeedOpt = 0,
+        stratify: Annotated[str, typer.Option(
+            help="Columns whose mix --limit keeps: any of dataset, subject, level; or 'none'.")] =
+            "dataset,subject,level",
+        fmt: FormatOpt = "jsonl",
+        overwrite: OverwriteOpt = False,
+        db: DbOption = None,
+    ) -> None:
+        """Export problems (no rationales) for evaluating students."""
+        from curator.exporting import EvalOptions
+        from curator.exporting import export_eval as run_export_eval
+        from curator.warehouse import Warehouse
+
+        opts = EvalOptions(datasets=_csv(dataset), split=split, where=where, limit=limit,
+                           seed=seed, stratify=_stratify(stratify), format=fmt)
+        result = run_export_eval(Warehouse(db), out, opts, overwrite=overwrite)
+        _print_result(result, f"export-eval {out}")
+
+    @app.command("report")
+    def report(
+        out: Annotated[Path, typer.Argument(help="HTML file to write; PNGs go beside it.")],
+        manifest: Annotated[Optional[list[Path]], typer.Option(
+            "--manifest", help="Also show an export's split sizes from its manifest.json "
+                               "(or directory); exports recorded in the warehouse are shown anyway.")] = None,
+        db: DbOption = None,
+    ) -> None:
+        """Write a self-contained HTML report with plots of the warehouse and exports."""
+        from curator.reporting import build_report
+        from curator.warehouse import Warehouse
+
+        rep = build_report(Warehouse(db), out, manifests=manifest or [])
+        console = _console()
+        console.print(f"wrote {rep.html} with {len(rep.images)} plot(s); PNGs in {rep.image_dir}")
+        for note in rep.notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
