@@ -76,12 +76,33 @@ def _fetch(con, q: str) -> tuple[list[str], list[tuple]]:
     return [d[0] for d in cur.description], cur.fetchall()
 
 
+def _pivot_levels(counts: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """(dataset, split, subject, level, n) rows -> one row per dataset/split/subject with
+    a column per level, so the table stays readable (MATH: 7 subjects x 5 levels)."""
+    levels = sorted({lv for *_, lv, _ in counts if lv is not None})
+    has_none = any(lv is None for *_, lv, _ in counts)
+    cols = ["dataset", "split", "subject", "problems"] + [f"level {lv}" for lv in levels]
+    if has_none and levels:
+        cols.append("no level")
+    rows: dict[tuple, dict] = {}
+    for ds, sp, subj, lv, n in counts:
+        r = rows.setdefault((ds, sp, subj), {})
+        r[lv] = r.get(lv, 0) + n
+    out = []
+    for key, by_level in rows.items():
+        row = [*key, sum(by_level.values())] + [by_level.get(lv, 0) for lv in levels]
+        if has_none and levels:
+            row.append(by_level.get(None, 0))
+        out.append(tuple(row))
+    return cols, out
+
+
 def warehouse_stats(wh: Warehouse) -> Stats:
     with wh.read() as con:
-        problems = _fetch(con, """
-            SELECT dataset, split, coalesce(subject, '') AS subject,
-                   coalesce(level::VARCHAR, '') AS level, count(*) AS problems
-            FROM problems GROUP BY ALL ORDER BY ALL""")
+        counts = con.execute("""
+            SELECT dataset, split, coalesce(subject, '') AS subject, level, count(*)
+            FROM problems GROUP BY ALL ORDER BY ALL""").fetchall()
+        problems = _pivot_levels(counts)
         runs = _fetch(con, """
             SELECT run_id, kind, coalesce(provider, '') AS provider, model, samples, errors,
                    truncated, prompt_tokens, completion_tokens, round(cost_usd, 4) AS cost_usd,
