@@ -1,0 +1,274 @@
+"""The ``distill`` command line. Commands only parse options and call library functions
+(:mod:`distill.tiny`, :mod:`distill.train`, :mod:`distill.generate`); heavy imports happen
+inside the command bodies so that ``distill --help`` is fast.
+
+Every training command takes the same knobs with the same names (``--epochs``,
+``--max-steps``, ``--batch-size``, ``--grad-accum``, ``--lr``, ``--lora-r``,
+``--lora-alpha``, ``--seed``, ``--bf16``, ``--max-length``, ...). Multi-GPU: run the same
+command under ``torchrun --nproc-per-node N -m distill.cli ...`` or ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from curator.errors import CuratorError
+
+app = typer.Typer(
+    name="distill",
+    help="Train student models from `curator export` files: NAT (negative-assisted LoRA "
+         "with the integration gate) and the baselines (sft, mix, nt, ul, cl); sample "
+         "rationales from students for `curator import jsonl`.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+console = Console(stderr=True)
+
+
+# -- shared options ------------------------------------------------------------------------
+
+Data = Annotated[Path, typer.Option("--data", help="`curator export` output: .jsonl[.gz], .parquet or a save_to_disk directory.")]
+Base = Annotated[str, typer.Option("--base", help="Base causal LM: a local directory (e.g. from `distill init-tiny`) or a hub name.")]
+Out = Annotated[Path, typer.Option("--out", help="Output directory (adapters, training_args.json, loss curves).")]
+Epochs = Annotated[float, typer.Option("--epochs", help="Training epochs.")]
+MaxSteps = Annotated[int, typer.Option("--max-steps", help="Stop after this many optimiser steps (overrides --epochs; -1: off).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per device per micro-batch (cl: problems).")]
+GradAccum = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimiser step.")]
+Lr = Annotated[float, typer.Option("--lr", help="Peak learning rate (linear decay).")]
+LoraR = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
+LoraAlpha = Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scale = alpha / r).")]
+LoraDropout = Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")]
+Targets = Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names to adapt (default: peft's for the architecture, q_proj,v_proj for Llama).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Bf16 = Annotated[bool, typer.Option("--bf16", help="Load the base in bfloat16 and train with bf16 autocast (adapters stay float32).")]
+Fp16 = Annotated[bool, typer.Option("--fp16", help="Load the base in float16 and train with fp16 mixed precision (GPU).")]
+MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per example (prompt + rationale); longer rationales are cut.")]
+Template = Annotated[Optional[str], typer.Option("--prompt-template", help="Plain prompt template with {question} (default: 'Question: {question}\\nAnswer: ').")]
+Chat = Annotated[bool, typer.Option("--chat-template", help="Format prompts with the tokenizer's chat template instead.")]
+OnPrompt = Annotated[bool, typer.Option("--train-on-prompt", help="Also train on prompt tokens (the paper's code did; default: prompt masked).")]
+GradCkpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward to save memory.")]
+LogSteps = Annotated[int, typer.Option("--logging-steps", help="Log the loss every N optimiser steps.")]
+Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps.")]
+Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
+
+
+@dataclass
+class Knobs:
+    """The training knobs every training command shares."""
+    epochs: float
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    lr: float
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    target_modules: Optional[str]
+    seed: int
+    bf16: bool
+    fp16: bool
+    max_length: int
+    train_on_prompt: bool
+    gradient_checkpointing: bool
+    logging_steps: int
+    warmup_steps: int
+    cpu: bool
+
+    def config(self, cls, out: Path, **extra):
+        if self.bf16 and self.fp16:
+            raise CuratorError("choose one of --bf16 and --fp16")
+        targets = [t.strip() for t in self.target_modules.split(",") if t.strip()] \
+            if self.target_modules else None
+        return cls(output_dir=str(out), num_train_epochs=self.epochs, max_steps=self.max_steps,
+                   per_device_train_batch_size=self.batch_size,
+                   gradient_accumulation_steps=self.grad_accum, learning_rate=self.lr,
+                   lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                   target_modules=targets, seed=self.seed, bf16=self.bf16, fp16=self.fp16,
+                   max_length=self.max_length, train_on_prompt=self.train_on_prompt,
+                   gradient_checkpointing=self.gradient_checkpointing,
+                   gradient_checkpointing_kwargs={"use_reentrant": False},
+                   logging_steps=self.logging_steps, warmup_steps=self.warmup_steps,
+                   use_cpu=self.cpu, **extra)
+
+
+def prompt_format(template: str | None, chat: bool):
+    from distill.data import DEFAULT_TEMPLATE, PromptFormat
+    if chat and template:
+        raise CuratorError("choose one of --prompt-template and --chat-template")
+    return PromptFormat(template=template or DEFAULT_TEMPLATE, chat=chat)
+
+
+def _report(results: dict) -> None:
+    for name, r in results.items():
+        loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "n/a"
+        cut = f", {r.encode.truncated} cut to --max-length" if r.encode.truncated else ""
+        dropped = (f", {r.encode.dropped_prompt_too_long} dropped (prompt longer than "
+                   f"--max-length)") if r.encode.dropped_prompt_too_long else ""
+        console.print(f"{name}: {r.examples} examples{cut}{dropped}; {r.steps} steps; "
+                      f"last loss {loss} -> {r.out}")
+
+
+# -- commands --------------------------------------------------------------------------------
+
+@app.command("init-tiny")
+def init_tiny(
+    out: Annotated[Path, typer.Argument(help="Directory to write the model and tokenizer to.")],
+    hidden: Annotated[int, typer.Option(help="Hidden size.")] = 64,
+    layers: Annotated[int, typer.Option(help="Decoder layers.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    kv_heads: Annotated[Optional[int], typer.Option(help="Key/value heads (< heads: grouped-query attention; default: heads).")] = None,
+    intermediate: Annotated[Optional[int], typer.Option(help="MLP width (default: 2 x hidden).")] = None,
+    vocab: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2048,
+    seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+) -> None:
+    """Build a tiny random Llama-architecture model and a BPE tokenizer locally (no download)."""
+    from distill.tiny import TinyShape
+    from distill.tiny import init_tiny as build
+
+    shape = TinyShape(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads or heads,
+                      intermediate=intermediate or 2 * hidden, vocab=vocab)
+    path = build(out, shape, seed=seed)
+    console.print(f"tiny model ({shape}) written to {path}")
+
+
+@app.command()
+def train(
+    data: Data, base: Base, out: Out,
+    method: Annotated[str, typer.Option(help="sft (CoT KD: positives), mix (both, labels ignored), nt (negative weight), ul (unlikelihood), cl (contrastive).")] = "sft",
+    neg_weight: Annotated[float, typer.Option(help="nt: weight of negatives' likelihood.")] = -0.05,
+    ul_weight: Annotated[float, typer.Option(help="ul: weight of the unlikelihood term.")] = 1.0,
+    cl_weight: Annotated[float, typer.Option(help="cl: weight of the contrastive term.")] = 1.0,
+    cl_temperature: Annotated[float, typer.Option(help="cl: temperature of the contrastive softmax.")] = 1.0,
+    cl_group_size: Annotated[int, typer.Option(help="cl: candidates per problem.")] = 4,
+    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
+    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
+    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
+    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
+    prompt_template: Template = None, chat_template: Chat = False,
+    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
+    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+) -> None:
+    """Train one LoRA adapter with a baseline method of the paper."""
+    from distill.train import METHODS, train_baseline
+    from distill.trainers import TRAINERS
+
+    if method not in METHODS:
+        raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
+                  lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
+                  gradient_checkpointing, logging_steps, warmup_steps, cpu)
+    extra = {"nt": {"neg_weight": neg_weight}, "ul": {"ul_weight": ul_weight},
+             "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
+                    "cl_group_size": cl_group_size}}.get(method, {})
+    config = knobs.config(TRAINERS[method][1], out, **extra)
+    result = train_baseline(method, data, base, out, config,
+                            prompt_format(prompt_template, chat_template))
+    _report({method: result})
+
+
+@app.command()
+def nat(
+    data: Data, base: Base, out: Out,
+    neg: Annotated[Optional[Path], typer.Option("--neg", help="Skip stage 1: use the finished neg adapter of this NAT output (or adapter) directory.")] = None,
+    gate_width: Annotated[int, typer.Option(help="Integration gate attention/value width.")] = 128,
+    gate_beta: Annotated[float, typer.Option(help="beta: the signed mixing weight lies in [-beta, beta].")] = 0.5,
+    gate_temperature: Annotated[float, typer.Option(help="Temperature of the gate's softmax.")] = 1.0,
+    neg_epochs: Annotated[Optional[float], typer.Option(help="Stage 1 epochs (default: --epochs).")] = None,
+    neg_max_steps: Annotated[Optional[int], typer.Option(help="Stage 1 max steps (default: --max-steps).")] = None,
+    neg_lr: Annotated[Optional[float], typer.Option(help="Stage 1 learning rate (default: --lr).")] = None,
+    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
+    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
+    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
+    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
+    prompt_template: Template = None, chat_template: Chat = False,
+    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
+    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+) -> None:
+    """NAT: stage 1 trains the `neg` adapter on negatives; stage 2 freezes it and trains
+    the `pos` adapter and the integration gates on positives."""
+    import dataclasses
+
+    from distill.train import train_nat
+    from distill.trainers import NATConfig
+
+    knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
+                  lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
+                  gradient_checkpointing, logging_steps, warmup_steps, cpu)
+    gate = {"gate_width": gate_width, "gate_beta": gate_beta, "gate_temperature": gate_temperature}
+    config = knobs.config(NATConfig, out, **gate)
+    neg_config = None
+    if neg_epochs is not None or neg_max_steps is not None or neg_lr is not None:
+        k1 = dataclasses.replace(knobs, epochs=epochs if neg_epochs is None else neg_epochs,
+                                 max_steps=max_steps if neg_max_steps is None else neg_max_steps,
+                                 lr=lr if neg_lr is None else neg_lr)
+        neg_config = k1.config(NATConfig, out, **gate)
+    results = train_nat(data, base, out, config, prompt_format(prompt_template, chat_template),
+                        neg=neg, neg_config=neg_config)
+    _report(results)
+
+
+@app.command()
+def generate(
+    base: Base,
+    data: Annotated[Path, typer.Option("--data", help="Problems: `curator export-eval` output (an export file works too).")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to append samples to (re-running resumes).")],
+    adapter: Annotated[Optional[Path], typer.Option("--adapter", help="Output directory of `distill train` or `distill nat` (omit: the base model alone).")] = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="NAT outputs: nat (default), pos, neg or base; other adapters: default or base.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Rationales per problem.")] = 1,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest rationale, in tokens.")] = 512,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (0: greedy).")] = 1.0,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences sampled together.")] = 16,
+    seed: Seed = 0,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the run's model (default: student:<adapter dir>:<mode>).")] = None,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    prompt_template: Template = None, chat_template: Chat = False,
+) -> None:
+    """Sample rationales from a student into JSONL that `curator import jsonl` loads."""
+    from rich.progress import Progress
+
+    from distill.data import read_eval
+    from distill.generate import SamplingConfig, student_name
+    from distill.generate import generate as run
+    from distill.models import default_device
+    from distill.student import load_student
+
+    problems = read_eval(data)[:limit] if limit else read_eval(data)
+    model, tokenizer, fmt, modes = load_student(base, adapter, dtype=dtype,
+                                                device=device or default_device())
+    mode = mode or modes[0]
+    if mode not in modes:
+        raise CuratorError(f"--mode {mode!r}: this student supports {', '.join(modes)}")
+    if prompt_template or chat_template:
+        fmt = prompt_format(prompt_template, chat_template)
+    name = model_name or student_name(adapter, base, mode)
+    cfg = SamplingConfig(samples=samples, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
+    n = 0
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task(f"sampling ({name})", total=len(problems) * samples)
+        for _ in run(model, tokenizer, fmt, problems, cfg, name, mode=mode, out=out,
+                     progress=lambda k: progress.advance(task, k)):
+            n += 1
+    console.print(f"{n} new samples from {name} appended to {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except CuratorError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted; files written so far are kept")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Fixtures for the distill tests: tiny local models (built once per session) and the
+small export/eval files in ``fixtures/``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+EXPORT = HERE / "fixtures" / "export_small.jsonl"
+EVAL = HERE / "fixtures" / "eval_small.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Tiny Llama, multi-head attention (q/k/v all 64 wide)."""
+    from distill.tiny import TinyShape, init_tiny
+    return init_tiny(tmp_path_factory.mktemp("tiny") / "model", TinyShape())
+
+
+@pytest.fixture(scope="session")
+def gqa_model(tmp_path_factory) -> Path:
+    """Tiny Llama with grouped-query attention: k_proj/v_proj are 32 wide, q_proj 64."""
+    from distill.tiny import TinyShape, init_tiny
+    return init_tiny(tmp_path_factory.mktemp("gqa") / "model", TinyShape(kv_heads=2), seed=1)
+
+
+@pytest.fixture
+def export_file() -> Path:
+    return EXPORT
+
+
+@pytest.fixture
+def eval_file() -> Path:
+    return EVAL
