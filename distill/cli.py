@@ -89,8 +89,8 @@ class Knobs:
                    lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                    target_modules=targets, seed=self.seed, bf16=self.bf16, fp16=self.fp16,
                    max_length=self.max_length, train_on_prompt=self.train_on_prompt,
-                   gradient_checkpointing=self.gradient_checkpointing,
-                   gradient_checkpointing_kwargs={"use_reentrant": False},
+                   activation_checkpointing=self.gradient_checkpointing,
+                   activation_checkpointing_kwargs={"use_reentrant": False},
                    logging_steps=self.logging_steps, warmup_steps=self.warmup_steps,
                    use_cpu=self.cpu, **extra)
 

@@ -9,11 +9,16 @@ Mistral, Qwen2: the paper's choice) and can be set explicitly.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
 
 from curator.errors import CuratorError
+
+# peft still reads the deprecated property; the warning is about peft, not about us.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                        category=FutureWarning)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -61,7 +66,11 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "floa
     except OSError as exc:
         raise CuratorError(f"cannot load a causal LM from {name_or_path}: {exc}") from None
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         model.config.use_cache = False
     if device is not None:
         model.to(device)

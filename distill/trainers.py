@@ -43,6 +43,10 @@ class DistillConfig(TrainingArguments):
     save_strategy: str = "no"
     logging_steps: float = 1
     remove_unused_columns: bool = False  # the collators need is_negative/group columns
+    # Every trainable parameter gets a gradient every step (one forward pass per batch),
+    # so DDP need not search for unused ones; if that ever breaks, DDP fails loudly.
+    ddp_find_unused_parameters: bool | None = False
+    dataloader_pin_memory: bool = torch.cuda.is_available()
 
 
 @dataclass

@@ -1,0 +1,148 @@
+"""Training: what is trainable in each NAT stage and what the optimiser holds, neg frozen
+bit-for-bit, every method lowering its own loss, gradients reaching every trainable
+parameter in one step, GQA, resuming from a finished stage 1."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill import data as D
+from distill.adapters import NEG, POS, adapter_mode
+from distill.models import load_tokenizer
+from distill.train import (build_baseline, build_nat_stage1, build_nat_stage2, load_base,
+                           train_nat)
+from distill.trainers import TRAINERS, NATConfig
+
+FAST = dict(max_length=64, per_device_train_batch_size=4, learning_rate=2e-2,
+            lora_dropout=0.0, logging_steps=1, disable_tqdm=True, seed=0)
+
+
+def _cfg(cls, tmp_path, **kw):
+    return cls(output_dir=str(tmp_path / "trainer"), **{**FAST, **kw})
+
+
+def _optimizer_params(trainer) -> set[int]:
+    trainer.create_optimizer()
+    return {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+
+
+def _named(model, pred) -> dict[int, str]:
+    return {id(p): n for n, p in model.named_parameters() if pred(n, p)}
+
+
+def test_nat_stages_train_only_their_parameters(tiny_model, export_file, tmp_path):
+    records = D.read_export(export_file)
+    tok = load_tokenizer(tiny_model)
+    cfg = _cfg(NATConfig, tmp_path, gate_width=16, max_steps=2)
+    model = load_base(tiny_model, cfg)
+
+    t1, _ = build_nat_stage1(model, D.select(records, ("negative",)), tok, cfg)
+    trainable = _named(t1.model, lambda n, p: p.requires_grad)
+    assert trainable and all(".neg." in n and ("lora_A" in n or "lora_B" in n)
+                             for n in trainable.values())
+    assert _optimizer_params(t1) == set(trainable)
+    t1.train()
+
+    t2, _ = build_nat_stage2(t1.model, D.select(records, ("positive",)), tok, cfg)
+    trainable = _named(t2.model, lambda n, p: p.requires_grad)
+    expected = _named(t2.model, lambda n, p: ".pos." in n)
+    assert set(trainable) == set(expected)
+    assert {n.split(".")[-3] for n in trainable.values()} == {
+        "lora_A", "lora_B", "lora_gate_query", "lora_gate_key", "lora_gate_value_in",
+        "lora_gate_value_out"}
+    assert _optimizer_params(t2) == set(trainable)
+    neg_before = {n: p.detach().clone() for n, p in t2.model.named_parameters() if ".neg." in n}
+    t2.train()
+    for n, p in t2.model.named_parameters():
+        if ".neg." in n:
+            assert torch.equal(p, neg_before[n]), n
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in t2.model.named_parameters()
+               if "lora_gate_value_out.pos" in n), "the gates were not trained"
+
+
+def _loss_on(trainer, batch):
+    trainer.model.eval()
+    with adapter_mode(trainer.model, trainer.mode), torch.no_grad():
+        return trainer.compute_loss(trainer.model, batch).item()
+
+
+def _fixed_batch(trainer):
+    rows = [trainer.train_dataset[i] for i in range(min(8, len(trainer.train_dataset)))]
+    return trainer.data_collator(rows)
+
+
+@pytest.mark.parametrize("method", ["sft", "mix", "nt", "ul", "cl"])
+def test_every_baseline_lowers_its_loss(method, tiny_model, export_file, tmp_path):
+    cls = TRAINERS[method][1]
+    trainer, _ = build_baseline(method, D.read_export(export_file), tiny_model,
+                                _cfg(cls, tmp_path, max_steps=12))
+    batch = _fixed_batch(trainer)
+    before = _loss_on(trainer, batch)
+    trainer.train()
+    after = _loss_on(trainer, batch)
+    assert after < before - 0.02, (method, before, after)
+    assert len(trainer.curve.points) == 12
+
+
+def test_nat_lowers_its_loss_in_both_stages(tiny_model, export_file, tmp_path):
+    records = D.read_export(export_file)
+    tok = load_tokenizer(tiny_model)
+    cfg = _cfg(NATConfig, tmp_path, gate_width=16, max_steps=12)
+    model = load_base(tiny_model, cfg)
+    for build, label in ((build_nat_stage1, "negative"), (build_nat_stage2, "positive")):
+        trainer, _ = build(model, D.select(records, (label,)), tok, cfg)
+        batch = _fixed_batch(trainer)
+        before = _loss_on(trainer, batch)
+        trainer.train()
+        assert _loss_on(trainer, batch) < before - 0.02, label
+        model = trainer.model
+
+
+@pytest.mark.parametrize("method", ["mix", "nt", "ul", "cl"])
+def test_one_forward_pass_reaches_every_trainable_parameter(method, tiny_model, export_file,
+                                                           tmp_path):
+    """DDP needs a gradient for every trainable parameter every step: positives and
+    negatives are in the same batch and the same forward pass."""
+    trainer, _ = build_baseline(method, D.read_export(export_file), tiny_model,
+                                _cfg(TRAINERS[method][1], tmp_path))
+    batch = _fixed_batch(trainer)
+    assert batch["is_negative"].any() and (~batch["is_negative"]).any()
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, batch).backward()
+    missing = [n for n, p in trainer.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing
+
+
+def test_nat_on_gqa_model_and_resume_from_stage1(gqa_model, export_file, tmp_path):
+    cfg = _cfg(NATConfig, tmp_path, gate_width=16, max_steps=2)
+    first = train_nat(export_file, gqa_model, tmp_path / "a", cfg)
+    assert set(first) == {NEG, POS}
+    for f in ("adapter_config.json", "adapter_model.safetensors", "training_args.json",
+              "loss_curve.json", "loss_curve.png"):
+        assert (tmp_path / "a" / NEG / f).is_file() and (tmp_path / "a" / POS / f).is_file()
+    v = load_file(str(tmp_path / "a" / POS / "adapter_model.safetensors"))
+    key = "base_model.model.model.layers.0.self_attn.v_proj.lora_gate_value_out.weight"
+    assert v[key].shape == (32, 16)  # GQA: v_proj's real output width
+
+    second = train_nat(export_file, gqa_model, tmp_path / "b", cfg, neg=tmp_path / "a")
+    assert set(second) == {POS}  # stage 1 skipped
+    a = load_file(str(tmp_path / "a" / NEG / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / NEG / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    from distill.student import load_student
+    model, _, _, _ = load_student(gqa_model, tmp_path / "b")
+    state = {n: p for n, p in model.named_parameters() if ".neg." in n}
+    assert len(state) == len(a)
+    for k, t in a.items():
+        name = k.replace(".lora_A.weight", ".lora_A.neg.weight").replace(".lora_B.weight", ".lora_B.neg.weight")
+        assert torch.equal(state[name], t), k
+
+
+def test_resume_rejects_unfinished_stage1(tiny_model, export_file, tmp_path):
+    from curator.errors import CuratorError
+    (tmp_path / "half" / NEG).mkdir(parents=True)
+    with pytest.raises(CuratorError, match="no finished stage-1 adapter"):
+        train_nat(export_file, tiny_model, tmp_path / "o", _cfg(NATConfig, tmp_path),
+                  neg=tmp_path / "half")
