@@ -112,9 +112,12 @@ def assign_splits(problems: Iterable[tuple[str, Hashable]], spec: SplitSpec,
     """
     strata: dict[str, Hashable] = {}
     for pid, stratum in problems:
-        if strata.setdefault(pid, stratum) != stratum:
-            raise CuratorError(f"problem {pid} has two strata: {strata[pid]!r} and {stratum!r}")
-    order = sorted(strata, key=lambda pid: (_stratum_sort_key(strata[pid]), rank_key(seed, pid)))
+        known = strata.setdefault(pid, stratum)
+        if known is not stratum and known != stratum:
+            raise CuratorError(f"problem {pid} has two strata: {known!r} and {stratum!r}")
+    # Sort the (few) distinct strata once; each problem then sorts by a small int.
+    position = {st: i for i, st in enumerate(sorted(set(strata.values()), key=_stratum_sort_key))}
+    order = sorted(strata, key=lambda pid: (position[strata[pid]], rank_key(seed, pid)))
     picks = apportion(len(order), spec.fractions)
     return {pid: spec.names[j] for pid, j in zip(order, picks)}
 

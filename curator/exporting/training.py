@@ -38,7 +38,9 @@ STRATA_COLUMNS = ("dataset", "subject", "level")
 # Columns a --where expression may use, besides the record fields of the schema.
 EXTRA_COLUMNS = ("problem_split", "sample_index", "grade_status", "finish_reason",
                  "error_class", "prompt_tokens", "completion_tokens", "provider")
-RECORD_ORDER = ["problem_id", "sample_id"]
+# Records are written in (problem_id, sample_id) order: export_records is created in
+# that order within each split and the writers keep table order (no second sort).
+RECORD_ORDER: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def _sql_list(values) -> str:
 
 
 def _base_query() -> str:
-    """Graded samples labelled by the views, with the record fields first."""
+    """Graded samples labelled by the ``positives`` / ``negatives`` views, with the
+    record fields first and the columns --where may use after them."""
     return """
     WITH labelled AS (
         SELECT sample_id, 'positive' AS label FROM positives
@@ -93,6 +96,7 @@ def _base_query() -> str:
            p.split AS problem_split, g.sample_index, g.grade_status, g.finish_reason,
            g.error_class, g.prompt_tokens, g.completion_tokens, r.provider
     FROM labelled l
+    -- the views decide the label; the text is read once, from graded_samples
     JOIN graded_samples g ON g.sample_id = l.sample_id
     JOIN problems p ON p.problem_id = g.problem_id
     JOIN runs r ON r.run_id = g.run_id"""
@@ -126,6 +130,25 @@ def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
     return out
 
 
+# Where each record field comes from when the records are materialised (aliases as in
+# _base_query; ``c`` is the candidates table, which carries the label).
+_RECORD_SOURCES = {
+    "problem_id": "g.problem_id", "dataset": "p.dataset", "subject": "p.subject",
+    "level": "p.level", "question": "p.question", "reference_answer": "p.reference_answer",
+    "rationale": "g.completion", "extracted_answer": "g.extracted_answer", "label": "c.label",
+    "teacher_model": "r.model", "run_id": "g.run_id", "sample_id": "g.sample_id",
+    "grader_version": "g.grader_version",
+}
+
+
+def _record_columns(fields: list[str]) -> str:
+    missing = [f for f in fields if f not in _RECORD_SOURCES]
+    if missing:
+        raise CuratorError(f"internal: export record field(s) {missing} of "
+                           f"{schema.TRAINING_SCHEMA} have no source column in the warehouse")
+    return ", ".join(f'{_RECORD_SOURCES[f]} AS "{f}"' for f in fields)
+
+
 def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str] | None:
     """Run ids for --runs tokens (a run id or a teacher model name); None = all runs."""
     if not names:
@@ -142,7 +165,8 @@ def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> lis
 
 
 def _keep_condition(opts: ExportOptions) -> str:
-    cond = ["duplicate_rank = 1"]
+    """Over candidates: passes the filters, not a duplicate, within the caps."""
+    cond = ["passes", "NOT duplicate"]
     if opts.max_positives is not None:
         cond.append(f"(label <> 'positive' OR cap_rank <= {int(opts.max_positives)})")
     if opts.max_negatives is not None:
@@ -151,46 +175,59 @@ def _keep_condition(opts: ExportOptions) -> str:
 
 
 def candidates_query(opts: ExportOptions, run_ids: list[str] | None) -> str:
-    """Samples that pass the filters, ranked for duplicate removal (``duplicate_rank``
-    > 1: an exact repeat of an earlier rationale of the same problem) and for the caps
-    (``cap_rank``: order within problem and label by a seeded hash of the sample id)."""
-    where = " AND ".join(f"({f.sql})" for f in _filters(opts, run_ids))
-    dup = ("row_number() OVER (PARTITION BY problem_id, rationale ORDER BY sample_id)"
-           if opts.dedupe else "1")
+    """One narrow row per graded sample (no text): a flag per filter (``f0``, ``f1``,
+    ... in :func:`_filters` order), ``passes`` (all of them), and for the samples that
+    pass, ``duplicate`` (an exact repeat of the rationale of a sample of the same
+    problem with a smaller id) and ``cap_rank`` (order within problem and label by a
+    seeded hash of the sample id, for --max-positives / --max-negatives)."""
+    flist = _filters(opts, run_ids)
+    flags = "".join(f", ({f.sql}) AS f{i}" for i, f in enumerate(flist))
+    passes = " AND ".join(f"f{i}" for i in range(len(flist))) or "true"
+    # A hash aggregate over (problem, text) finds the first of each group of exact
+    # duplicates several times faster than a window partitioned by the text.
+    duplicate = ("sample_id NOT IN (SELECT min(sample_id) FROM flagged WHERE passes "
+                 "GROUP BY problem_id, rationale)") if opts.dedupe else "false"
     cap_order = f"md5({_sql_str(str(opts.seed))} || ':' || sample_id)"
+    # The ranking costs a sort of every sample: only when a cap asks for it.
+    capped = opts.max_positives is not None or opts.max_negatives is not None
+    cap_rank = f"""CASE WHEN passes AND NOT duplicate THEN row_number() OVER (
+              PARTITION BY problem_id, label, passes AND NOT duplicate ORDER BY {cap_order})
+          END""" if capped else "NULL::BIGINT"
+    # NOT MATERIALIZED: flagged is read twice, and materialising it would copy all
+    # the text; inlined, only the duplicate search reads the text.
     return f"""
-WITH base AS ({_base_query()}
+WITH base AS NOT MATERIALIZED ({_base_query()}
 ),
-kept AS (
-    SELECT *, {dup} AS duplicate_rank FROM base WHERE {where}
+flagged AS NOT MATERIALIZED (
+    SELECT *, {passes} AS passes
+    FROM (SELECT sample_id, problem_id, label, dataset, subject, level, rationale{flags}
+          FROM base)
+),
+deduped AS (
+    SELECT * EXCLUDE (rationale), CASE WHEN passes THEN {duplicate} END AS duplicate
+    FROM flagged
 )
-SELECT *, row_number() OVER (PARTITION BY problem_id, label, duplicate_rank = 1
-                             ORDER BY {cap_order}) AS cap_rank
-FROM kept"""
+SELECT *, {cap_rank} AS cap_rank
+FROM deduped"""
 
 
 def selection_query(opts: ExportOptions, run_ids: list[str] | None) -> str:
     """The exact SQL that yields the exported records (before the split): filters,
-    duplicate removal and per-problem caps. Recorded in the manifest."""
-    return (f"SELECT * EXCLUDE (duplicate_rank, cap_rank) FROM ({candidates_query(opts, run_ids)}\n)"
-            f"\nWHERE {_keep_condition(opts)}")
+    duplicate removal and per-problem caps. Recorded in the manifest; the export runs
+    the same text with the ``candidates`` CTE materialised as a temporary table."""
+    return (f"WITH candidates AS ({candidates_query(opts, run_ids)}\n)\n"
+            f"SELECT b.* FROM ({_base_query()}\n) b\n"
+            f"JOIN candidates c ON c.sample_id = b.sample_id\n"
+            f"WHERE {_keep_condition(opts)}")
 
 
 def _funnel(con, opts: ExportOptions, run_ids) -> list[tuple[str, int]]:
     """Rows left after each filter, in order, starting from all graded samples."""
     flist = _filters(opts, run_ids)
-    cumulative, aggs = [], ["count(*)"]
-    for f in flist:
-        cumulative.append(f"({f.sql})")
-        aggs.append(f"count(*) FILTER (WHERE {' AND '.join(cumulative)})")
-    try:
-        row = con.execute(f"WITH base AS ({_base_query()}) SELECT {', '.join(aggs)} FROM base"
-                          ).fetchall()[0]
-    except duckdb.Error as exc:
-        if opts.where:
-            raise CuratorError(f"--where {opts.where!r} failed: {exc}. It may use the record "
-                               f"fields and {', '.join(EXTRA_COLUMNS)}") from exc
-        raise
+    aggs = ["count(*)"] + [
+        f"count(*) FILTER (WHERE {' AND '.join(f'f{j}' for j in range(i + 1))})"
+        for i in range(len(flist))]
+    row = con.execute(f"SELECT {', '.join(aggs)} FROM export_candidates").fetchall()[0]
     return [("graded samples", row[0])] + [(f.name, n) for f, n in zip(flist, row[1:])]
 
 
@@ -284,14 +321,22 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         grader_rows = con.execute("SELECT grader_version FROM current_grader").fetchall()
         grader = grader_rows[0][0] if grader_rows else None
         run_ids = _resolve_runs(con, opts.runs)
-        funnel = _funnel(con, opts, run_ids)
         query = selection_query(opts, run_ids)
-        con.execute(f"CREATE TEMP TABLE export_candidates AS {candidates_query(opts, run_ids)}")
+        try:
+            con.execute(f"CREATE TEMP TABLE export_candidates AS "
+                        f"{candidates_query(opts, run_ids)}")
+        except duckdb.Error as exc:
+            if opts.where:
+                raise CuratorError(f"--where {opts.where!r} failed: {exc}. It may use the "
+                                   f"record fields and {', '.join(EXTRA_COLUMNS)}") from exc
+            raise
+        keep = _keep_condition(opts)
         con.execute(f"CREATE TEMP VIEW export_selected AS SELECT * FROM export_candidates "
-                    f"WHERE {_keep_condition(opts)}")
+                    f"WHERE {keep}")
+        funnel = _funnel(con, opts, run_ids)
         n_dedup, n_selected = con.execute(
-            f"SELECT count(*) FILTER (WHERE duplicate_rank = 1), "
-            f"count(*) FILTER (WHERE {_keep_condition(opts)}) FROM export_candidates").fetchall()[0]
+            f"SELECT count(*) FILTER (WHERE passes AND NOT duplicate), "
+            f"count(*) FILTER (WHERE {keep}) FROM export_candidates").fetchall()[0]
         duplicates = funnel[-1][1] - n_dedup
         capped = n_dedup - n_selected
         if opts.dedupe:
@@ -313,11 +358,17 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         import pyarrow as pa
         con.register("export_assignment", pa.table({
             "problem_id": list(assignment), "export_split": list(assignment.values())}))
-        cols = ", ".join(f's."{f}"' for f in fields)
+        # The one pass over the text: the selected samples (labels from the candidates,
+        # i.e. from the positives/negatives views), in file order (split, problem,
+        # sample); the writers then scan this table split by split.
         con.execute(f"""CREATE TEMP TABLE export_records AS
-                        SELECT a.export_split, {cols}
-                        FROM export_selected s JOIN export_assignment a USING (problem_id)
-                        ORDER BY a.export_split, s.problem_id, s.sample_id""")
+                        SELECT a.export_split, {_record_columns(fields)}
+                        FROM graded_samples g
+                        JOIN export_selected c ON c.sample_id = g.sample_id
+                        JOIN problems p ON p.problem_id = g.problem_id
+                        JOIN runs r ON r.run_id = g.run_id
+                        JOIN export_assignment a ON a.problem_id = g.problem_id
+                        ORDER BY a.export_split, g.problem_id, g.sample_id""")
         con.execute(f"CREATE TEMP VIEW export_record_fields AS "
                     f"SELECT {', '.join(chr(34) + f + chr(34) for f in fields)} FROM export_records")
         shapes = schema.validate_table(con, "export_record_fields", schema.TRAINING_SCHEMA,

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curator.ids import normalize_question, problem_id, sample_id, stable_id
+from curator.ids import problem_id, question_key, sample_id, stable_id
 from curator.latex import last_boxed
 from curator.warehouse import Warehouse
 
@@ -67,7 +67,7 @@ def _math_problems(path: Path, split: str) -> list[dict]:
         out.append({
             "problem_id": problem_id("math", split, source_id), "dataset": "math",
             "split": split, "subject": o["type"], "level": int(o["level"].split()[-1]),
-            "question": o["problem"], "question_key": normalize_question(o["problem"]),
+            "question": o["problem"], "question_key": question_key(o["problem"]),
             "reference_solution": o["solution"], "reference_answer": last_boxed(o["solution"]),
             "source_id": source_id, "source_path": str(path), "source_position": i,
             "metadata": json.dumps({"level": o["level"]}),
@@ -83,7 +83,7 @@ def _tdg_samples(path: Path, model: str, by_key: dict[str, dict]) -> tuple[dict,
     with gzip.open(path, "rt") as f:
         for line in f:
             o = json.loads(line)
-            prob = by_key[normalize_question(o["question"])]
+            prob = by_key[question_key(o["question"])]
             for k, text in enumerate(o["generated_answer"]):
                 samples.append({
                     "sample_id": sample_id(run_id, prob["problem_id"], k), "run_id": run_id,
@@ -166,13 +166,13 @@ def fixture_db(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def wh(fixture_db) -> Warehouse:
+def graded_wh(fixture_db) -> Warehouse:
     """The shared fixture warehouse (exports record themselves in it)."""
     return Warehouse(fixture_db)
 
 
 @pytest.fixture
-def fresh_wh(fixture_db, tmp_path) -> Warehouse:
+def fresh_graded_wh(fixture_db, tmp_path) -> Warehouse:
     """A private copy of the fixture warehouse, for tests that change it."""
     import shutil
     dst = tmp_path / "copy.duckdb"
