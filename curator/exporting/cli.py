@@ -52,9 +52,10 @@ def _print_result(result, title: str) -> None:
     if m.get("capped"):
         console.print(f"left out {m['capped']} rationale(s) over --max-positives/--max-negatives")
     for w in result.warnings:
-        console.print(f"[yellow]warning:[/yellow] {w}")
+        console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
+    # soft_wrap: paths stay whole, so they can be copied from the terminal
     console.print(f"wrote {result.out} ({m['format']}); provenance in "
-                  f"{result.out / 'manifest.json'}")
+                  f"{result.out / 'manifest.json'}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -144,6 +145,7 @@ def register(app: typer.Typer) -> None:
 
         rep = build_report(Warehouse(db), out, manifests=manifest or [])
         console = _console()
-        console.print(f"wrote {rep.html} with {len(rep.images)} plot(s); PNGs in {rep.image_dir}")
+        console.print(f"wrote {rep.html} with {len(rep.images)} plot(s); PNGs in {rep.image_dir}",
+                      soft_wrap=True)
         for note in rep.notes:
             console.print(f"[yellow]note:[/yellow] {note}")

@@ -1,0 +1,63 @@
+"""The failure-chain views, checked against the same facts computed in Python."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def graded(fixture_db):
+    from curator.warehouse import Warehouse
+    with Warehouse(fixture_db).read() as con:
+        rows = con.execute("""SELECT g.sample_id, g.problem_id, r.model, g.correct, g.extracted_answer
+                              FROM graded_samples g JOIN runs r USING (run_id)""").fetchall()
+    return rows
+
+
+def test_failure_chains_are_the_negatives(graded_wh, graded):
+    with graded_wh.read() as con:
+        rows = con.sql("SELECT * FROM failure_chains").pl()
+        neg = {r[0] for r in con.execute("SELECT sample_id FROM negatives").fetchall()}
+    assert set(rows["sample_id"]) == neg == {s for s, _, _, ok, _ in graded if not ok}
+    for col in ("question", "reference_answer", "extracted_answer", "grade_status", "teacher",
+                "rationale"):
+        assert col in rows.columns
+    assert set(rows["grade_status"]) <= {"wrong", "no_answer"}
+    assert set(rows["teacher"]) == {"gpt-4", "gpt-3.5-turbo"}
+
+
+def test_hard_problems_have_only_negatives(graded_wh, graded):
+    verdicts = defaultdict(list)
+    for _, pid, _, ok, _ in graded:
+        verdicts[pid].append(ok)
+    expected = {pid for pid, v in verdicts.items() if not any(v)}
+    with graded_wh.read() as con:
+        rows = con.execute("SELECT problem_id, rationales, commonest_wrong_answer "
+                           "FROM hard_problems").fetchall()
+    assert {r[0] for r in rows} == expected
+    assert expected  # the fixture has problems no teacher solved
+    for pid, n, _ in rows:
+        assert n == len(verdicts[pid])
+
+
+def test_disagreements_are_split_majorities(graded_wh, graded):
+    per = defaultdict(lambda: defaultdict(list))
+    for _, pid, model, ok, _ in graded:
+        per[pid][model].append(ok)
+    expected = {}
+    for pid, teachers in per.items():
+        solved = sorted(m for m, v in teachers.items() if 2 * sum(v) > len(v))
+        failed = sorted(m for m, v in teachers.items() if 2 * sum(v) <= len(v))
+        if solved and failed:
+            expected[pid] = (solved, failed)
+    with graded_wh.read() as con:
+        rows = con.execute("SELECT problem_id, solved_by, failed_by, pass_rates "
+                           "FROM disagreements").fetchall()
+    assert {r[0]: (r[1], r[2]) for r in rows} == expected
+    assert expected  # GPT-4 and GPT-3.5 disagree on some of the 60 shared problems
+    for pid, _, _, rates in rows:
+        for model, rate in rates.items():
+            v = per[pid][model]
+            assert rate == pytest.approx(sum(v) / len(v), abs=1e-3)
