@@ -1,0 +1,696 @@
+"""The local teacher server: OpenAI chat completions (with ``n``), files and batches, and
+Anthropic messages and message batches, over HTTP on 127.0.0.1.
+
+It exists so that tests, benchmarks and the README's main job can drive the *real*
+``openai`` and ``anthropic`` clients with no network and no key. Latency, rate limits
+and faults (429 with Retry-After, 500/503, hangs, dropped connections, malformed JSON,
+truncation, content filtering) are injected on request. Every request is logged (in
+memory, served at ``GET /_curator/requests``, and optionally as JSONL) so a test can
+prove what a client did and did not ask for. The log never holds request headers, so
+an API key sent to the server is not written anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+
+from curator.errors import CuratorError
+from curator.server.config import FAULTS, ServerConfig
+from curator.server.responder import Completion, Library, Responder, count_tokens
+
+SAMPLE_HEADER = "X-Curator-Sample-Ids"
+
+
+def _rid(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(12)}"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _content_text(content) -> str:
+    """Text of a chat message's content: a string or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class _Window:
+    """Amounts spent in the last ``window`` seconds (a sliding window)."""
+
+    def __init__(self) -> None:
+        self.events: deque[list] = deque()   # [t, amount]
+        self.total = 0.0
+
+    def expire(self, now: float, window: float) -> None:
+        while self.events and self.events[0][0] <= now - window:
+            self.total -= self.events.popleft()[1]
+
+    def add(self, now: float, amount: float) -> list:
+        ev = [now, amount]
+        self.events.append(ev)
+        self.total += amount
+        return ev
+
+    def adjust(self, ev: list, amount: float) -> None:
+        if self.events and self.events[0][0] <= ev[0]:
+            self.total += amount - ev[1]
+        ev[1] = amount
+
+    def reset_in(self, now: float, window: float) -> float:
+        return max(0.0, self.events[0][0] + window - now) if self.events else 0.0
+
+
+class _Limited(Exception):
+    def __init__(self, what: str, retry_after: float):
+        self.what = what
+        self.retry_after = retry_after
+
+
+def _openai_duration(s: float) -> str:
+    if s < 1:
+        return f"{int(s * 1000)}ms"
+    m, sec = divmod(s, 60)
+    return f"{int(m)}m{sec:.3f}s" if m else f"{sec:.3f}s"
+
+
+class TeacherServer:
+    """One server instance. ``async start()`` inside a running loop, or
+    :meth:`start_in_thread` from synchronous code (tests)."""
+
+    def __init__(self, config: ServerConfig | None = None) -> None:
+        self.config = (config or ServerConfig()).validate()
+        self.responder = Responder(Library.from_files(self.config.replay),
+                                   self.config.script or None, self.config.pad_tokens)
+        self.rng = random.Random(self.config.seed)
+        self.log: list[dict] = []
+        self.files: dict[str, dict] = {}
+        self.batches: dict[str, dict] = {}
+        self.message_batches: dict[str, dict] = {}
+        self._windows = {k: _Window() for k in ("requests", "input", "output")}
+        self._log_fh = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.base_url: str | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=512 * 1024 * 1024)
+        r = app.router
+        r.add_post("/v1/chat/completions", self.chat_completions)
+        r.add_post("/chat/completions", self.chat_completions)
+        r.add_get("/v1/models", self.models)
+        r.add_post("/v1/files", self.file_upload)
+        r.add_get("/v1/files/{file_id}", self.file_get)
+        r.add_get("/v1/files/{file_id}/content", self.file_content)
+        r.add_post("/v1/batches", self.batch_create)
+        r.add_get("/v1/batches/{batch_id}", self.batch_get)
+        r.add_post("/v1/batches/{batch_id}/cancel", self.batch_cancel)
+        r.add_post("/v1/messages", self.messages)
+        r.add_post("/v1/messages/batches", self.message_batch_create)
+        r.add_get("/v1/messages/batches/{batch_id}", self.message_batch_get)
+        r.add_post("/v1/messages/batches/{batch_id}/cancel", self.message_batch_cancel)
+        r.add_get("/v1/messages/batches/{batch_id}/results", self.message_batch_results)
+        r.add_get("/_curator/requests", self.admin_requests)
+        r.add_get("/_curator/config", self.admin_get_config)
+        r.add_post("/_curator/config", self.admin_set_config)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self.config.log_path:
+            Path(self.config.log_path).parent.mkdir(parents=True, exist_ok=True)
+            self._log_fh = open(self.config.log_path, "ab")
+        # handler_cancellation: a client that hangs up (timeout, kill) must not leave
+        # the handler sleeping on its behalf.
+        self._runner = web.AppRunner(self.make_app(), access_log=None,
+                                     handler_cancellation=True, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=4096, reuse_address=True)
+        await site.start()
+        sock = site._server.sockets[0]  # the port the OS chose when port=0
+        self.base_url = f"http://{host}:{sock.getsockname()[1]}"
+        return self.base_url
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+
+    def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve from a daemon thread with its own event loop; returns the base URL."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            try:
+                loop.run_until_complete(self.start(host, port))
+            except BaseException as exc:  # reported to the caller below
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self.stop())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="teacher-server", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
+        return self.base_url
+
+    def stop_thread(self) -> None:
+        """Stop a server started with :meth:`start_in_thread` (idempotent)."""
+        if self._loop is not None and self._thread is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._thread = None
+
+    def __enter__(self) -> "TeacherServer":
+        self.start_in_thread()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop_thread()
+
+    def _spawn(self, coro) -> None:
+        t = asyncio.ensure_future(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    # -- request log ---------------------------------------------------------------
+
+    def _log_start(self, request: web.Request, kind: str, **fields) -> dict:
+        entry = {"seq": len(self.log), "t": time.time(), "kind": kind, "path": request.path,
+                 "samples": request.headers.get(SAMPLE_HEADER), **fields}
+        self.log.append(entry)
+        return entry
+
+    def _log_done(self, entry: dict, status: int, **fields) -> None:
+        entry.update(status=status, done_t=time.time(), **fields)
+        if self._log_fh is not None:
+            self._log_fh.write(orjson.dumps(entry) + b"\n")
+            self._log_fh.flush()
+
+    # -- faults and limits -------------------------------------------------------
+
+    def _draw_fault(self) -> str:
+        if self.config.fault_sequence:
+            return self.config.fault_sequence.pop(0)
+        u = self.rng.random()
+        acc = 0.0
+        for name in FAULTS:
+            acc += self.config.fault_rates.get(name, 0.0)
+            if u < acc:
+                return name
+        return "ok"
+
+    def _admit(self, input_tokens: int, output_tokens: int) -> dict[str, list]:
+        """Charge a request against the sliding windows, or raise _Limited."""
+        c = self.config
+        now = time.monotonic()
+        scale = c.rate_window_s / 60.0
+        amounts = {"requests": 1, "input": input_tokens, "output": output_tokens}
+        limits = {"requests": c.rpm, "input": c.input_tpm, "output": c.output_tpm}
+        for k, limit in limits.items():
+            if limit is None:
+                continue
+            w = self._windows[k]
+            w.expire(now, c.rate_window_s)
+            if w.total + amounts[k] > limit * scale:
+                retry = w.reset_in(now, c.rate_window_s) if w.events else c.rate_window_s
+                raise _Limited(k, max(retry, 0.001))
+        return {k: self._windows[k].add(now, amounts[k])
+                for k, limit in limits.items() if limit is not None}
+
+    def _rate_headers(self, dialect: str) -> dict[str, str]:
+        c = self.config
+        now = time.monotonic()
+        scale = c.rate_window_s / 60.0
+        h: dict[str, str] = {}
+        names = {"openai": {"requests": "requests", "input": "input-tokens", "output": "output-tokens"},
+                 "anthropic": {"requests": "requests", "input": "input-tokens", "output": "output-tokens"}}[dialect]
+        for k, limit in (("requests", c.rpm), ("input", c.input_tpm), ("output", c.output_tpm)):
+            if limit is None:
+                continue
+            w = self._windows[k]
+            w.expire(now, c.rate_window_s)
+            remaining = max(0, int(limit * scale - w.total))
+            reset = w.reset_in(now, c.rate_window_s)
+            if dialect == "openai":
+                name = {"requests": "requests", "input": "tokens", "output": "output-tokens"}[k]
+                h[f"x-ratelimit-limit-{name}"] = str(limit)
+                h[f"x-ratelimit-remaining-{name}"] = str(remaining)
+                h[f"x-ratelimit-reset-{name}"] = _openai_duration(reset)
+            else:
+                name = names[k]
+                h[f"anthropic-ratelimit-{name}-limit"] = str(limit)
+                h[f"anthropic-ratelimit-{name}-remaining"] = str(remaining)
+                h[f"anthropic-ratelimit-{name}-reset"] = _iso(time.time() + reset)
+        return h
+
+    # -- shared request path -------------------------------------------------------
+
+    def _error(self, dialect: str, status: int, kind: str, message: str,
+               headers: dict | None = None) -> web.Response:
+        if dialect == "openai":
+            body = {"error": {"message": message, "type": kind, "param": None, "code": kind}}
+        else:
+            body = {"type": "error", "error": {"type": kind, "message": message}}
+        rid = _rid("req_")
+        hdrs = {"x-request-id" if dialect == "openai" else "request-id": rid, **(headers or {})}
+        return web.Response(status=status, body=orjson.dumps(body),
+                            content_type="application/json", headers=hdrs)
+
+    async def _generate(self, request: web.Request, dialect: str) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            entry = self._log_start(request, dialect)
+            self._log_done(entry, 400, fault="bad_json")
+            return self._error(dialect, 400, "invalid_request_error", "request body is not JSON")
+        messages = body.get("messages") or []
+        n = int(body.get("n") or 1) if dialect == "openai" else 1
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = _content_text(user_msgs[-1].get("content")) if user_msgs else ""
+        all_text = "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
+        if dialect == "anthropic" and body.get("system"):
+            all_text = _content_text(body["system"]) + "\n" + all_text
+        prompt_tokens = count_tokens(all_text)
+        entry = self._log_start(request, dialect, model=body.get("model"), n=n,
+                                max_tokens=max_tokens)
+
+        if self.config.require_key is not None:
+            key = (request.headers.get("x-api-key")
+                   or request.headers.get("Authorization", "").removeprefix("Bearer "))
+            if key != self.config.require_key:
+                self._log_done(entry, 401, fault="auth")
+                return self._error(dialect, 401, "authentication_error", "invalid API key")
+        if dialect == "anthropic" and not max_tokens:
+            self._log_done(entry, 400, fault="bad_request")
+            return self._error(dialect, 400, "invalid_request_error", "max_tokens: Field required")
+
+        n_served = min(n, self.config.n_max)
+        try:
+            charges = self._admit(prompt_tokens, (max_tokens or 0) * n_served)
+        except _Limited as lim:
+            self._log_done(entry, 429, fault=f"rate_limit_{lim.what}", retry_after=lim.retry_after)
+            return self._error(dialect, 429, "rate_limit_error" if dialect == "anthropic"
+                               else "rate_limit_exceeded",
+                               f"Rate limit reached for {lim.what}; retry after {lim.retry_after:.3f}s",
+                               {"retry-after": f"{max(1, round(lim.retry_after))}",
+                                "retry-after-ms": f"{lim.retry_after * 1000:.0f}",
+                                **self._rate_headers(dialect)})
+
+        fault = self._draw_fault()
+        delay = self.config.latency_ms / 1000.0
+        if self.config.latency_jitter_ms:
+            delay += self.rng.random() * self.config.latency_jitter_ms / 1000.0
+        if fault == "hang":
+            delay = max(delay, self.config.hang_s)
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+        if fault == "drop":
+            self._log_done(entry, 0, fault=fault)
+            # Abort the TCP connection without an answer, as a crashing server would.
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError()
+        if fault == "429":
+            ra = self.config.retry_after_s
+            self._log_done(entry, 429, fault=fault, retry_after=ra)
+            return self._error(dialect, 429, "rate_limit_error" if dialect == "anthropic"
+                               else "rate_limit_exceeded", "Rate limit reached (injected)",
+                               {"retry-after": f"{max(0, round(ra))}",
+                                "retry-after-ms": f"{ra * 1000:.0f}"})
+        if fault in ("500", "503"):
+            self._log_done(entry, int(fault), fault=fault)
+            kind = "api_error" if fault == "500" else "overloaded_error"
+            return self._error(dialect, int(fault), kind, f"The server had an error (injected {fault})")
+        if fault == "echo_key":
+            # A careless upstream that repeats the credential in an error message.
+            key = (request.headers.get("x-api-key")
+                   or request.headers.get("Authorization", "").removeprefix("Bearer "))
+            self._log_done(entry, 500, fault=fault)
+            return self._error(dialect, 500, "api_error", f"upstream failed for key {key}")
+
+        key, comps = self.responder.respond(prompt, n_served, max_tokens,
+                                            force_length=(fault == "length"))
+        if fault == "content_filter":
+            comps = [Completion("", "content_filter", 0, False) for _ in comps]
+        completion_tokens = sum(c.completion_tokens for c in comps)
+        if dialect == "anthropic" and "output" in charges:
+            self._windows["output"].adjust(charges["output"], completion_tokens)
+        rid = _rid("req_")
+        if dialect == "openai":
+            payload = {
+                "id": _rid("chatcmpl-"), "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model"), "system_fingerprint": "curator-teacher-server",
+                "choices": [{"index": i, "logprobs": None, "finish_reason": c.finish_reason,
+                             "message": {"role": "assistant", "refusal": None,
+                                         "content": c.text if c.finish_reason != "content_filter" else None}}
+                            for i, c in enumerate(comps)],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens}}
+            headers = {"x-request-id": rid, **self._rate_headers("openai")}
+        else:
+            c = comps[0]
+            stop = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}[c.finish_reason]
+            payload = {
+                "id": _rid("msg_"), "type": "message", "role": "assistant",
+                "model": body.get("model"), "stop_reason": stop, "stop_sequence": None,
+                "content": [{"type": "text", "text": c.text}] if c.text else [],
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens}}
+            headers = {"request-id": rid, **self._rate_headers("anthropic")}
+        data = orjson.dumps(payload)
+        if fault == "malformed":
+            data = data[: max(1, len(data) // 2)]
+        self._log_done(entry, 200, fault=fault, question=key is not None,
+                       prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                       request_id=rid, finish_reasons=[c.finish_reason for c in comps])
+        return web.Response(body=data, content_type="application/json", headers=headers)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "openai")
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, "anthropic")
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": "teacher", "object": "model", "created": 0, "owned_by": "curator"}]})
+
+    # -- batch item processing (both dialects) -------------------------------------
+
+    def _batch_item_fault(self) -> str:
+        if self.config.batch_item_faults:
+            return self.config.batch_item_faults.pop(0)
+        if self.config.batch_item_error_rate and self.rng.random() < self.config.batch_item_error_rate:
+            return "error"
+        return "ok"
+
+    def _complete_body(self, body: dict, dialect: str) -> tuple[dict, str]:
+        messages = body.get("messages") or []
+        user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        prompt = _content_text(user_msgs[-1].get("content")) if user_msgs else ""
+        all_text = "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
+        if dialect == "anthropic" and body.get("system"):
+            all_text = _content_text(body["system"]) + "\n" + all_text
+        prompt_tokens = count_tokens(all_text)
+        n = min(int(body.get("n") or 1), self.config.n_max) if dialect == "openai" else 1
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        _, comps = self.responder.respond(prompt, n, max_tokens)
+        ctoks = sum(c.completion_tokens for c in comps)
+        if dialect == "openai":
+            return {"id": _rid("chatcmpl-"), "object": "chat.completion",
+                    "created": int(time.time()), "model": body.get("model"),
+                    "choices": [{"index": i, "logprobs": None, "finish_reason": c.finish_reason,
+                                 "message": {"role": "assistant", "content": c.text, "refusal": None}}
+                                for i, c in enumerate(comps)],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": ctoks,
+                              "total_tokens": prompt_tokens + ctoks}}, _rid("req_")
+        c = comps[0]
+        return {"id": _rid("msg_"), "type": "message", "role": "assistant",
+                "model": body.get("model"),
+                "stop_reason": "max_tokens" if c.finish_reason == "length" else "end_turn",
+                "stop_sequence": None, "content": [{"type": "text", "text": c.text}],
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": ctoks}}, _rid("req_")
+
+    # -- OpenAI files and batches --------------------------------------------------
+
+    def _file_object(self, f: dict) -> dict:
+        return {"id": f["id"], "object": "file", "bytes": len(f["data"]),
+                "created_at": f["created_at"], "filename": f["filename"],
+                "purpose": f["purpose"], "status": "processed", "expires_at": None,
+                "status_details": None}
+
+    def _new_file(self, data: bytes, filename: str, purpose: str) -> dict:
+        f = {"id": _rid("file-"), "data": data, "filename": filename, "purpose": purpose,
+             "created_at": int(time.time())}
+        self.files[f["id"]] = f
+        return f
+
+    async def file_upload(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        up = form.get("file")
+        if up is None or not hasattr(up, "file"):
+            return self._error("openai", 400, "invalid_request_error", "missing file")
+        f = self._new_file(up.file.read(), up.filename or "upload.jsonl",
+                           str(form.get("purpose", "batch")))
+        self._log_done(self._log_start(request, "file_upload"), 200, file_id=f["id"],
+                       bytes=len(f["data"]))
+        return web.json_response(self._file_object(f))
+
+    async def file_get(self, request: web.Request) -> web.Response:
+        f = self.files.get(request.match_info["file_id"])
+        if f is None:
+            return self._error("openai", 404, "not_found", "no such file")
+        return web.json_response(self._file_object(f))
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        f = self.files.get(request.match_info["file_id"])
+        if f is None:
+            return self._error("openai", 404, "not_found", "no such file")
+        return web.Response(body=f["data"], content_type="application/octet-stream")
+
+    def _batch_object(self, b: dict) -> dict:
+        keys = ("id", "object", "endpoint", "input_file_id", "completion_window", "status",
+                "output_file_id", "error_file_id", "created_at", "in_progress_at",
+                "expires_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+                "cancelled_at", "finalizing_at", "request_counts", "metadata", "errors")
+        return {k: b.get(k) for k in keys}
+
+    async def batch_create(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        f = self.files.get(body.get("input_file_id"))
+        if f is None:
+            return self._error("openai", 400, "invalid_request_error",
+                               f"input file {body.get('input_file_id')} not found")
+        try:
+            lines = [orjson.loads(x) for x in f["data"].splitlines() if x.strip()]
+        except orjson.JSONDecodeError:
+            return self._error("openai", 400, "invalid_request_error", "input file is not JSONL")
+        now = int(time.time())
+        b = {"id": _rid("batch_"), "object": "batch", "endpoint": body.get("endpoint"),
+             "input_file_id": f["id"], "completion_window": body.get("completion_window", "24h"),
+             "status": "validating", "created_at": now, "expires_at": now + 86400,
+             "metadata": body.get("metadata"), "errors": None,
+             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+             "_lines": lines, "_cancel": False}
+        self.batches[b["id"]] = b
+        self._log_done(self._log_start(request, "batch_create"), 200, batch_id=b["id"],
+                       items=len(lines))
+        self._spawn(self._run_openai_batch(b))
+        return web.json_response(self._batch_object(b))
+
+    async def _run_openai_batch(self, b: dict) -> None:
+        b["status"], b["in_progress_at"] = "in_progress", int(time.time())
+        await asyncio.sleep(self.config.batch_delay_s)
+        out, err = [], []
+        expired = False
+        for line in b["_lines"]:
+            cid = line.get("custom_id")
+            if b["_cancel"]:
+                break
+            fault = "expired" if expired else self._batch_item_fault()
+            self.log.append({"seq": len(self.log), "t": time.time(), "kind": "batch_item",
+                             "batch_id": b["id"], "custom_id": cid, "fault": fault})
+            if fault == "expired":
+                expired = True
+                err.append({"id": _rid("batch_req_"), "custom_id": cid, "response": None,
+                            "error": {"code": "batch_expired", "message": "This request could "
+                                      "not be executed before the completion window expired."}})
+            elif fault == "error":
+                err.append({"id": _rid("batch_req_"), "custom_id": cid,
+                            "response": {"status_code": 500, "request_id": _rid("req_"),
+                                         "body": {"error": {"message": "server error (injected)",
+                                                            "type": "server_error"}}},
+                            "error": None})
+            else:
+                payload, rid = self._complete_body(line.get("body") or {}, "openai")
+                out.append({"id": _rid("batch_req_"), "custom_id": cid,
+                            "response": {"status_code": 200, "request_id": rid, "body": payload},
+                            "error": None})
+        now = int(time.time())
+        if out:
+            b["output_file_id"] = self._new_file(b"".join(orjson.dumps(x) + b"\n" for x in out),
+                                                 "batch_output.jsonl", "batch_output")["id"]
+        if err:
+            b["error_file_id"] = self._new_file(b"".join(orjson.dumps(x) + b"\n" for x in err),
+                                                "batch_errors.jsonl", "batch_output")["id"]
+        b["request_counts"] = {"total": len(b["_lines"]), "completed": len(out), "failed": len(err)}
+        if b["_cancel"]:
+            b["status"], b["cancelled_at"] = "cancelled", now
+        elif expired:
+            b["status"], b["expired_at"] = "expired", now
+        else:
+            b["finalizing_at"] = now
+            b["status"], b["completed_at"] = "completed", now
+
+    async def batch_get(self, request: web.Request) -> web.Response:
+        b = self.batches.get(request.match_info["batch_id"])
+        if b is None:
+            return self._error("openai", 404, "not_found", "no such batch")
+        return web.json_response(self._batch_object(b))
+
+    async def batch_cancel(self, request: web.Request) -> web.Response:
+        b = self.batches.get(request.match_info["batch_id"])
+        if b is None:
+            return self._error("openai", 404, "not_found", "no such batch")
+        if b["status"] in ("validating", "in_progress"):
+            b["_cancel"] = True
+            b["status"], b["cancelling_at"] = "cancelling", int(time.time())
+        self._log_done(self._log_start(request, "batch_cancel"), 200, batch_id=b["id"])
+        return web.json_response(self._batch_object(b))
+
+    # -- Anthropic message batches -------------------------------------------------
+
+    def _message_batch_object(self, b: dict) -> dict:
+        keys = ("id", "type", "processing_status", "request_counts", "ended_at", "created_at",
+                "expires_at", "archived_at", "cancel_initiated_at", "results_url")
+        return {k: b.get(k) for k in keys}
+
+    async def message_batch_create(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        reqs = body.get("requests") or []
+        now = time.time()
+        b = {"id": _rid("msgbatch_"), "type": "message_batch", "processing_status": "in_progress",
+             "request_counts": {"processing": len(reqs), "succeeded": 0, "errored": 0,
+                                "canceled": 0, "expired": 0},
+             "ended_at": None, "created_at": _iso(now), "expires_at": _iso(now + 86400),
+             "archived_at": None, "cancel_initiated_at": None, "results_url": None,
+             "_requests": reqs, "_cancel": False, "_results": b""}
+        self.message_batches[b["id"]] = b
+        self._log_done(self._log_start(request, "message_batch_create"), 200, batch_id=b["id"],
+                       items=len(reqs))
+        self._spawn(self._run_message_batch(b, f"{request.scheme}://{request.host}"))
+        return web.json_response(self._message_batch_object(b))
+
+    async def _run_message_batch(self, b: dict, base: str) -> None:
+        await asyncio.sleep(self.config.batch_delay_s)
+        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
+        lines = []
+        expired = False
+        for r in b["_requests"]:
+            cid = r.get("custom_id")
+            if b["_cancel"]:
+                counts["canceled"] += 1
+                lines.append({"custom_id": cid, "result": {"type": "canceled"}})
+                continue
+            fault = "expired" if expired else self._batch_item_fault()
+            self.log.append({"seq": len(self.log), "t": time.time(), "kind": "batch_item",
+                             "batch_id": b["id"], "custom_id": cid, "fault": fault})
+            if fault == "expired":
+                expired = True
+                counts["expired"] += 1
+                lines.append({"custom_id": cid, "result": {"type": "expired"}})
+            elif fault == "error":
+                counts["errored"] += 1
+                lines.append({"custom_id": cid, "result": {"type": "errored", "error": {
+                    "type": "error", "error": {"type": "api_error",
+                                               "message": "server error (injected)"}}}})
+            else:
+                payload, _ = self._complete_body(r.get("params") or {}, "anthropic")
+                counts["succeeded"] += 1
+                lines.append({"custom_id": cid, "result": {"type": "succeeded", "message": payload}})
+        b["_results"] = b"".join(orjson.dumps(x) + b"\n" for x in lines)
+        b["request_counts"] = counts
+        b["processing_status"], b["ended_at"] = "ended", _iso(time.time())
+        b["results_url"] = f"{base}/v1/messages/batches/{b['id']}/results"
+
+    async def message_batch_get(self, request: web.Request) -> web.Response:
+        b = self.message_batches.get(request.match_info["batch_id"])
+        if b is None:
+            return self._error("anthropic", 404, "not_found_error", "no such batch")
+        return web.json_response(self._message_batch_object(b))
+
+    async def message_batch_cancel(self, request: web.Request) -> web.Response:
+        b = self.message_batches.get(request.match_info["batch_id"])
+        if b is None:
+            return self._error("anthropic", 404, "not_found_error", "no such batch")
+        if b["processing_status"] == "in_progress":
+            b["_cancel"] = True
+            b["processing_status"] = "canceling"
+            b["cancel_initiated_at"] = _iso(time.time())
+        self._log_done(self._log_start(request, "message_batch_cancel"), 200, batch_id=b["id"])
+        return web.json_response(self._message_batch_object(b))
+
+    async def message_batch_results(self, request: web.Request) -> web.Response:
+        b = self.message_batches.get(request.match_info["batch_id"])
+        if b is None or b["processing_status"] != "ended":
+            return self._error("anthropic", 404, "not_found_error", "results not available")
+        return web.Response(body=b["_results"], content_type="application/binary")
+
+    # -- admin ---------------------------------------------------------------------
+
+    async def admin_requests(self, request: web.Request) -> web.Response:
+        since = int(request.query.get("since", 0))
+        return web.Response(body=orjson.dumps(self.log[since:]), content_type="application/json")
+
+    async def admin_get_config(self, request: web.Request) -> web.Response:
+        return web.json_response(self.config.as_dict())
+
+    async def admin_set_config(self, request: web.Request) -> web.Response:
+        changes = orjson.loads(await request.read())
+        try:
+            self.config.update(changes)
+        except CuratorError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if "seed" in changes:
+            self.rng = random.Random(self.config.seed)
+        return web.json_response(self.config.as_dict())
+
+
+def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
+          port_file: str | None = None, announce=print) -> None:
+    """Run a server until interrupted (the `curator serve` command)."""
+
+    async def main() -> None:
+        srv = TeacherServer(config)
+        url = await srv.start(host, port)
+        if port_file:
+            tmp = f"{port_file}.tmp"
+            with open(tmp, "w") as fh:
+                fh.write(url + "\n")
+            os.replace(tmp, port_file)
+        lib = len(srv.responder.library)
+        announce(f"teacher server on {url} (OpenAI base URL {url}/v1, Anthropic base URL "
+                 f"{url}); {lib} recorded question(s); Ctrl-C stops it")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await srv.stop()
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass
+
