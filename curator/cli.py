@@ -141,6 +141,7 @@ def stats(fmt: FormatOption = Format.table, db: DbOption = None) -> None:
 # -- commands of other modules ---------------------------------------------------------
 # (each module exposes register(app); keep this list in pipeline order)
 # registered-commands-begin
+from curator.teachers import cli as _teachers; _teachers.register(app)  # noqa: E402
 from curator.exporting import cli as _exporting; _exporting.register(app)  # noqa: E402
 # registered-commands-end
 
