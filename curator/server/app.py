@@ -121,10 +121,12 @@ class TeacherServer:
         r.add_get("/v1/files/{file_id}", self.file_get)
         r.add_get("/v1/files/{file_id}/content", self.file_content)
         r.add_post("/v1/batches", self.batch_create)
+        r.add_get("/v1/batches", self.batch_list)
         r.add_get("/v1/batches/{batch_id}", self.batch_get)
         r.add_post("/v1/batches/{batch_id}/cancel", self.batch_cancel)
         r.add_post("/v1/messages", self.messages)
         r.add_post("/v1/messages/batches", self.message_batch_create)
+        r.add_get("/v1/messages/batches", self.message_batch_list)
         r.add_get("/v1/messages/batches/{batch_id}", self.message_batch_get)
         r.add_post("/v1/messages/batches/{batch_id}/cancel", self.message_batch_cancel)
         r.add_get("/v1/messages/batches/{batch_id}/results", self.message_batch_results)
@@ -555,6 +557,13 @@ class TeacherServer:
             b["finalizing_at"] = now
             b["status"], b["completed_at"] = "completed", now
 
+    async def batch_list(self, request: web.Request) -> web.Response:
+        # newest first, like the real API; one page is enough for a local server
+        data = [self._batch_object(b) for b in reversed(self.batches.values())]
+        return web.json_response({"object": "list", "data": data, "has_more": False,
+                                  "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None})
+
     async def batch_get(self, request: web.Request) -> web.Response:
         b = self.batches.get(request.match_info["batch_id"])
         if b is None:
@@ -625,6 +634,12 @@ class TeacherServer:
         b["request_counts"] = counts
         b["processing_status"], b["ended_at"] = "ended", _iso(time.time())
         b["results_url"] = f"{base}/v1/messages/batches/{b['id']}/results"
+
+    async def message_batch_list(self, request: web.Request) -> web.Response:
+        data = [self._message_batch_object(b) for b in reversed(self.message_batches.values())]
+        return web.json_response({"data": data, "has_more": False,
+                                  "first_id": data[0]["id"] if data else None,
+                                  "last_id": data[-1]["id"] if data else None})
 
     async def message_batch_get(self, request: web.Request) -> web.Response:
         b = self.message_batches.get(request.match_info["batch_id"])

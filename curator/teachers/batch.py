@@ -393,10 +393,10 @@ def _sample_rows(b: dict, items: dict, results, adapter, price, redact) -> tuple
 
 async def _collect(wh, batch_ids, resubmit, wait, poll_interval, max_requests) -> list[CollectRow]:
     out: list[CollectRow] = []
-    pending = _batches(wh, batch_ids, include_collected=False)
-    if batch_ids:
-        done_before = {r["batch_id"] for r in _batches(wh, batch_ids, True)} - {p["batch_id"] for p in pending}
-        out += [CollectRow(bid, "already collected", 0, 0, []) for bid in sorted(done_before)]
+    chosen = _batches(wh, batch_ids, include_collected=bool(batch_ids))
+    pending = [b for b in chosen if b["collected_at"] is None]
+    out += [CollectRow(b["batch_id"], "already collected", 0, 0, [])
+            for b in chosen if b["collected_at"] is not None]
     while pending:
         still = []
         for b in pending:
