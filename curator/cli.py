@@ -25,6 +25,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # markdown re-flows docstring paragraphs instead of keeping their line breaks
+    rich_markup_mode="markdown",
 )
 
 # Piped output (files, CI logs, the README's examples) gets a wide console instead of
