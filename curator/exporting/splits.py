@@ -7,11 +7,11 @@ depend on the order rows come out of the database:
 1. each problem gets a rank key ``blake2b(seed, problem_id)``;
 2. problems are grouped into strata (e.g. subject x level) and sorted by
    (stratum, rank key), which fixes one sequence for a given set of problems and seed;
-3. walking that sequence, each problem goes to the split that is furthest behind its
-   target fraction (largest-deficit apportionment). Every prefix of the sequence is
-   then within one problem of the target fractions per split, so every stratum, and
-   every group of adjacent strata (a subject over its levels), is split in the same
-   proportions as the whole, and the split sizes are exact.
+3. walking that sequence, problems are dealt to the splits so that every prefix of
+   the sequence is within one problem of the target fractions (:func:`apportion`).
+   Every stratum, and every group of adjacent strata (a subject over its levels), is
+   then split in the proportions of the whole, within two problems, and the split
+   sizes are the targets rounded.
 
 Without stratification the sequence is simply the rank-key order.
 """
@@ -79,18 +79,39 @@ def rank_key(seed: int, problem_id: str) -> bytes:
 
 
 def apportion(n: int, fractions: Sequence[Fraction]) -> list[int]:
-    """For a sequence of ``n`` items, the split index of each item (largest deficit
-    first, ties to the earlier split): every prefix stays within one item of the
-    target fractions, and the totals are the targets rounded."""
-    # Integer arithmetic on a common denominator: exact, and fast enough for 10^5 items.
+    """For a sequence of ``n`` items, the split index of each item, such that every
+    prefix of length k gives split j within ``1 - 1/(2m - 2)`` items of ``f_j * k``
+    (m splits): Tijdeman's solution of the chairman assignment problem (1980).
+
+    Each split's next item is a unit job with a release time (taking it earlier would
+    put the split too far ahead) and a deadline (later would leave it too far behind);
+    earliest deadline first among the released jobs meets every deadline. The simpler
+    "largest deficit first" rule can drift a whole item past the target.
+    """
+    m = len(fractions)
+    if m == 1:
+        return [0] * n
+    # Exact integer arithmetic on a common denominator D: f_j = w_j / D and the bound
+    # c = (2m - 3) / (2m - 2), everything scaled by D * (2m - 2).
     denom = 1
     for f in fractions:
         denom = denom * f.denominator // math.gcd(denom, f.denominator)
-    weights = [int(f * denom) for f in fractions]
-    counts = [0] * len(fractions)
+    w = [int(f * denom) for f in fractions]
+    scale, slack = 2 * m - 2, 2 * m - 3          # c = slack / scale
+    counts = [0] * m
     out = []
     for k in range(1, n + 1):
-        best = max(range(len(weights)), key=lambda j: (weights[j] * k - counts[j] * denom, -j))
+        best, best_num, best_den = -1, 0, 1
+        for j in range(m):
+            # released: f_j * k >= counts_j + 1 - c
+            if w[j] * k * scale < ((counts[j] + 1) * scale - slack) * denom:
+                continue
+            # deadline of the next item: the k at which f_j * k - counts_j would pass c,
+            # i.e. (counts_j + c) / f_j = num / den; earliest first, ties to the earlier
+            # split (fractions compared by cross-multiplying)
+            num, den = (counts[j] * scale + slack) * denom, w[j] * scale
+            if best < 0 or num * best_den < best_num * den:
+                best, best_num, best_den = j, num, den
         counts[best] += 1
         out.append(best)
     return out

@@ -3,19 +3,28 @@
 The pipeline, all inside one read-only connection (one consistent snapshot; the
 warehouse is never written except for the one-row record of the finished export):
 
-1. **select**: every sample graded by the current grader, labelled from the
-   ``positives`` / ``negatives`` views, joined with its problem and run; then the
-   filters in a fixed order: ``--runs``, ``--dataset``, ``--where``, no error,
-   not truncated. Each step is counted, so an empty selection names the filter that
+1. **candidates** (narrow, no text): every sample graded by the current grader,
+   labelled by the ``positives`` / ``negatives`` views, with one flag per filter in a
+   fixed order (``--runs``, ``--dataset``, ``--where``, no error, has a rationale, not
+   truncated). The flags count the funnel, so an empty selection names the filter that
    emptied it.
-2. **dedupe and cap** (SQL windows): exact duplicate rationales within a problem keep
-   the sample with the smallest id; then at most K positives and K negatives per
-   problem, chosen by a seeded hash of the sample id (independent of row order).
-3. **split** by problem (:mod:`curator.exporting.splits`), stratified by subject and
-   level unless told otherwise.
-4. **validate and write**: every record checked against
+2. **split** by problem (:mod:`curator.exporting.splits`), stratified by subject and
+   level unless told otherwise. Duplicate removal keeps one rationale of each group
+   and a cap of K >= 1 keeps at least one of each label, so neither changes which
+   problems are exported and the split can be decided first; a cap of 0 is a filter.
+3. **records**: the one pass over the text, in file order (split, problem, sample),
+   into a temporary table with a 64-bit hash of each rationale.
+4. **duplicates and caps**: rationales of one problem with equal hashes are compared
+   as text (exactly), and all but the one with the smallest sample id are dropped; then
+   at most K positives and K negatives per problem are kept, chosen by a seeded hash of
+   the sample id (independent of row order).
+5. **validate and write**: every record checked against
    ``schemas/export_record.schema.json``, written by DuckDB in the chosen format into a
    staging directory together with ``manifest.json``, then renamed to OUT.
+
+The manifest records :func:`selection_query`, one SQL statement that selects exactly the
+exported records (before the split), for anyone who wants to check or reproduce them
+with ``curator sql``.
 """
 
 from __future__ import annotations
@@ -83,23 +92,23 @@ def _sql_list(values) -> str:
 
 def _base_query() -> str:
     """Graded samples labelled by the ``positives`` / ``negatives`` views, with the
-    record fields first and the columns --where may use after them."""
+    record fields first and the columns --where may use after them. DuckDB reads only
+    the columns a query uses, so the candidates step never touches the text unless
+    --where asks for it."""
     return """
     WITH labelled AS (
-        SELECT sample_id, 'positive' AS label FROM positives
-        UNION ALL
-        SELECT sample_id, 'negative' AS label FROM negatives
+        SELECT *, 'positive' AS label FROM positives
+        UNION ALL BY NAME
+        SELECT *, 'negative' AS label FROM negatives
     )
-    SELECT g.problem_id, p.dataset, p.subject, p.level, p.question, p.reference_answer,
-           g.completion AS rationale, g.extracted_answer, l.label,
-           r.model AS teacher_model, g.run_id, g.sample_id, g.grader_version,
-           p.split AS problem_split, g.sample_index, g.grade_status, g.finish_reason,
-           g.error_class, g.prompt_tokens, g.completion_tokens, r.provider
+    SELECT l.problem_id, p.dataset, p.subject, p.level, p.question, p.reference_answer,
+           l.completion AS rationale, l.extracted_answer, l.label,
+           r.model AS teacher_model, l.run_id, l.sample_id, l.grader_version,
+           p.split AS problem_split, l.sample_index, l.grade_status, l.finish_reason,
+           l.error_class, l.prompt_tokens, l.completion_tokens, r.provider
     FROM labelled l
-    -- the views decide the label; the text is read once, from graded_samples
-    JOIN graded_samples g ON g.sample_id = l.sample_id
-    JOIN problems p ON p.problem_id = g.problem_id
-    JOIN runs r ON r.run_id = g.run_id"""
+    JOIN problems p ON p.problem_id = l.problem_id
+    JOIN runs r ON r.run_id = l.run_id"""
 
 
 @dataclass(frozen=True)
@@ -121,23 +130,29 @@ def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
         out.append(_Filter("excluding errored samples (--include-errored keeps them)",
                            "error_class IS NULL"))
     # A failed request has no rationale to train on, whatever --include-errored says.
+    # "rationale IS NOT NULL", written so that DuckDB answers it from the column's
+    # validity alone instead of reading all the text.
     out.append(_Filter("samples without a rationale (failed requests)",
-                       "rationale IS NOT NULL"))
+                       "sample_id IN (SELECT sample_id FROM samples WHERE completion IS NOT NULL)"))
     if not opts.include_truncated:
         out.append(_Filter("excluding truncated samples, finish_reason 'length' "
                            "(--include-truncated keeps them)",
                            "finish_reason IS DISTINCT FROM 'length'"))
+    for label, k in (("positive", opts.max_positives), ("negative", opts.max_negatives)):
+        if k == 0:
+            out.append(_Filter(f"--max-{label}s 0", f"label <> '{label}'"))
     return out
 
 
-# Where each record field comes from when the records are materialised (aliases as in
-# _base_query; ``c`` is the candidates table, which carries the label).
+# Where each record field comes from when the records are materialised: ``c`` is the
+# selected candidates (narrow columns, labels from the views), ``p`` the problem, ``s``
+# the sample (the text).
 _RECORD_SOURCES = {
-    "problem_id": "g.problem_id", "dataset": "p.dataset", "subject": "p.subject",
-    "level": "p.level", "question": "p.question", "reference_answer": "p.reference_answer",
-    "rationale": "g.completion", "extracted_answer": "g.extracted_answer", "label": "c.label",
-    "teacher_model": "r.model", "run_id": "g.run_id", "sample_id": "g.sample_id",
-    "grader_version": "g.grader_version",
+    "problem_id": "c.problem_id", "dataset": "c.dataset", "subject": "c.subject",
+    "level": "c.level", "question": "p.question", "reference_answer": "p.reference_answer",
+    "rationale": "s.completion", "extracted_answer": "c.extracted_answer", "label": "c.label",
+    "teacher_model": "c.teacher_model", "run_id": "c.run_id", "sample_id": "c.sample_id",
+    "grader_version": "c.grader_version",
 }
 
 
@@ -164,61 +179,52 @@ def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> lis
     return ids
 
 
-def _keep_condition(opts: ExportOptions) -> str:
-    """Over candidates: passes the filters, not a duplicate, within the caps."""
-    cond = ["passes", "NOT duplicate"]
-    if opts.max_positives is not None:
-        cond.append(f"(label <> 'positive' OR cap_rank <= {int(opts.max_positives)})")
-    if opts.max_negatives is not None:
-        cond.append(f"(label <> 'negative' OR cap_rank <= {int(opts.max_negatives)})")
-    return " AND ".join(cond)
-
-
 def candidates_query(opts: ExportOptions, run_ids: list[str] | None) -> str:
-    """One narrow row per graded sample (no text): a flag per filter (``f0``, ``f1``,
-    ... in :func:`_filters` order), ``passes`` (all of them), and for the samples that
-    pass, ``duplicate`` (an exact repeat of the rationale of a sample of the same
-    problem with a smaller id) and ``cap_rank`` (order within problem and label by a
-    seeded hash of the sample id, for --max-positives / --max-negatives)."""
+    """One narrow row per graded sample: a flag per filter (``f0``, ``f1``, ... in
+    :func:`_filters` order) and ``passes`` (all of them)."""
     flist = _filters(opts, run_ids)
     flags = "".join(f", ({f.sql}) AS f{i}" for i, f in enumerate(flist))
     passes = " AND ".join(f"f{i}" for i in range(len(flist))) or "true"
-    # A hash aggregate over (problem, text) finds the first of each group of exact
-    # duplicates several times faster than a window partitioned by the text.
-    duplicate = ("sample_id NOT IN (SELECT min(sample_id) FROM flagged WHERE passes "
-                 "GROUP BY problem_id, rationale)") if opts.dedupe else "false"
-    cap_order = f"md5({_sql_str(str(opts.seed))} || ':' || sample_id)"
-    # The ranking costs a sort of every sample: only when a cap asks for it.
-    capped = opts.max_positives is not None or opts.max_negatives is not None
-    cap_rank = f"""CASE WHEN passes AND NOT duplicate THEN row_number() OVER (
-              PARTITION BY problem_id, label, passes AND NOT duplicate ORDER BY {cap_order})
-          END""" if capped else "NULL::BIGINT"
-    # NOT MATERIALIZED: flagged is read twice, and materialising it would copy all
-    # the text; inlined, only the duplicate search reads the text.
     return f"""
-WITH base AS NOT MATERIALIZED ({_base_query()}
-),
-flagged AS NOT MATERIALIZED (
-    SELECT *, {passes} AS passes
-    FROM (SELECT sample_id, problem_id, label, dataset, subject, level, rationale{flags}
-          FROM base)
-),
-deduped AS (
-    SELECT * EXCLUDE (rationale), CASE WHEN passes THEN {duplicate} END AS duplicate
-    FROM flagged
-)
-SELECT *, {cap_rank} AS cap_rank
-FROM deduped"""
+SELECT *, {passes} AS passes
+FROM (SELECT sample_id, problem_id, label, dataset, subject, level, teacher_model, run_id,
+             extracted_answer, grader_version{flags}
+      FROM ({_base_query()}
+))"""
+
+
+def _caps(opts: ExportOptions) -> list[tuple[str, int]]:
+    """(label, K) for the caps that keep some of a label (K = 0 is a filter)."""
+    return [(label, int(k)) for label, k in (("positive", opts.max_positives),
+                                             ("negative", opts.max_negatives)) if k]
+
+
+def _cap_order(opts: ExportOptions, column: str = "sample_id") -> str:
+    return f"md5({_sql_str(str(opts.seed))} || ':' || {column})"
 
 
 def selection_query(opts: ExportOptions, run_ids: list[str] | None) -> str:
-    """The exact SQL that yields the exported records (before the split): filters,
-    duplicate removal and per-problem caps. Recorded in the manifest; the export runs
-    the same text with the ``candidates`` CTE materialised as a temporary table."""
-    return (f"WITH candidates AS ({candidates_query(opts, run_ids)}\n)\n"
-            f"SELECT b.* FROM ({_base_query()}\n) b\n"
-            f"JOIN candidates c ON c.sample_id = b.sample_id\n"
-            f"WHERE {_keep_condition(opts)}")
+    """One SQL statement that selects exactly the exported records (before the split):
+    the filters, duplicate removal and the caps, written plainly. Recorded in the
+    manifest; the export computes the same set in cheaper steps."""
+    where = " AND ".join(f"({f.sql})" for f in _filters(opts, run_ids)) or "true"
+    sql = f"""WITH base AS ({_base_query()}
+),
+kept AS (SELECT * FROM base WHERE {where}),
+deduped AS (
+    SELECT * FROM kept
+    {"QUALIFY row_number() OVER (PARTITION BY problem_id, rationale ORDER BY sample_id) = 1"
+     if opts.dedupe else ""}
+)
+SELECT * EXCLUDE (problem_split, sample_index, grade_status, finish_reason, error_class,
+                  prompt_tokens, completion_tokens, provider)
+FROM deduped"""
+    caps = _caps(opts)
+    if caps:
+        limit = " ".join(f"WHEN '{label}' THEN {k}" for label, k in caps)
+        sql += (f"\nQUALIFY row_number() OVER (PARTITION BY problem_id, label ORDER BY "
+                f"{_cap_order(opts)}) <= CASE label {limit} ELSE 2147483647 END")
+    return sql
 
 
 def _funnel(con, opts: ExportOptions, run_ids) -> list[tuple[str, int]]:
@@ -229,6 +235,46 @@ def _funnel(con, opts: ExportOptions, run_ids) -> list[tuple[str, int]]:
         for i in range(len(flist))]
     row = con.execute(f"SELECT {', '.join(aggs)} FROM export_candidates").fetchall()[0]
     return [("graded samples", row[0])] + [(f.name, n) for f, n in zip(flist, row[1:])]
+
+
+def _drop_duplicates(con) -> int:
+    """Mark all but the first (smallest sample id) of each group of identical
+    rationales within a problem as not kept; returns how many. Equal hashes only
+    nominate candidates: the texts themselves are compared."""
+    con.execute("""
+        CREATE TEMP TABLE export_duplicates AS
+        WITH groups AS (
+            SELECT problem_id, rationale_hash FROM export_records
+            GROUP BY ALL HAVING count(*) > 1
+        )
+        SELECT r.sample_id
+        FROM export_records r SEMI JOIN groups g
+             ON g.problem_id = r.problem_id AND g.rationale_hash = r.rationale_hash
+        QUALIFY row_number() OVER (PARTITION BY r.problem_id, r.rationale
+                                   ORDER BY r.sample_id) > 1""")
+    n = con.execute("SELECT count(*) FROM export_duplicates").fetchall()[0][0]
+    if n:
+        # An UPDATE keeps the rows where they are, so the file order stays as sorted.
+        con.execute("UPDATE export_records SET keep = false "
+                    "WHERE sample_id IN (SELECT sample_id FROM export_duplicates)")
+    return n
+
+
+def _apply_caps(con, opts: ExportOptions) -> int:
+    caps = _caps(opts)
+    if not caps:
+        return 0
+    limit = " ".join(f"WHEN '{label}' THEN {k}" for label, k in caps)
+    con.execute(f"""
+        CREATE TEMP TABLE export_over_cap AS
+        SELECT sample_id FROM export_records WHERE keep
+        QUALIFY row_number() OVER (PARTITION BY problem_id, label ORDER BY {_cap_order(opts)})
+                > CASE label {limit} ELSE 2147483647 END""")
+    n = con.execute("SELECT count(*) FROM export_over_cap").fetchall()[0][0]
+    if n:
+        con.execute("UPDATE export_records SET keep = false "
+                    "WHERE sample_id IN (SELECT sample_id FROM export_over_cap)")
+    return n
 
 
 def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None) -> CuratorError:
@@ -330,26 +376,13 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                 raise CuratorError(f"--where {opts.where!r} failed: {exc}. It may use the "
                                    f"record fields and {', '.join(EXTRA_COLUMNS)}") from exc
             raise
-        keep = _keep_condition(opts)
-        con.execute(f"CREATE TEMP VIEW export_selected AS SELECT * FROM export_candidates "
-                    f"WHERE {keep}")
         funnel = _funnel(con, opts, run_ids)
-        n_dedup, n_selected = con.execute(
-            f"SELECT count(*) FILTER (WHERE passes AND NOT duplicate), "
-            f"count(*) FILTER (WHERE {keep}) FROM export_candidates").fetchall()[0]
-        duplicates = funnel[-1][1] - n_dedup
-        capped = n_dedup - n_selected
-        if opts.dedupe:
-            funnel.append(("dropping exact duplicate rationales within a problem", n_dedup))
-        if opts.max_positives is not None or opts.max_negatives is not None:
-            funnel.append(("--max-positives / --max-negatives", n_selected))
-        if n_selected == 0:
+        if funnel[-1][1] == 0:
             raise _empty_error(con, funnel, grader)
 
-        strata_cols = list(opts.stratify)
-        key_sql = ", ".join(strata_cols) if strata_cols else "NULL"
-        problems = con.execute(
-            f"SELECT DISTINCT problem_id, {key_sql} FROM export_selected").fetchall()
+        key_sql = ", ".join(opts.stratify) if opts.stratify else "NULL"
+        problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_candidates "
+                               f"WHERE passes").fetchall()
         assignment = splits.assign_splits(((r[0], tuple(r[1:])) for r in problems), spec,
                                           opts.seed)
         sizes = splits.split_sizes(assignment, spec)
@@ -358,30 +391,42 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         import pyarrow as pa
         con.register("export_assignment", pa.table({
             "problem_id": list(assignment), "export_split": list(assignment.values())}))
-        # The one pass over the text: the selected samples (labels from the candidates,
-        # i.e. from the positives/negatives views), in file order (split, problem,
-        # sample); the writers then scan this table split by split.
+        con.execute("""CREATE TEMP TABLE export_selected AS
+                       SELECT c.*, a.export_split FROM export_candidates c
+                       JOIN export_assignment a ON a.problem_id = c.problem_id
+                       WHERE c.passes""")
+        # The one pass over the text, in file order; the writers then scan this table
+        # split by split without sorting again. Only the text and the question come
+        # from here: the rest, the label included, is the candidates' (the views').
         con.execute(f"""CREATE TEMP TABLE export_records AS
-                        SELECT a.export_split, {_record_columns(fields)}
-                        FROM graded_samples g
-                        JOIN export_selected c ON c.sample_id = g.sample_id
-                        JOIN problems p ON p.problem_id = g.problem_id
-                        JOIN runs r ON r.run_id = g.run_id
-                        JOIN export_assignment a ON a.problem_id = g.problem_id
-                        ORDER BY a.export_split, g.problem_id, g.sample_id""")
+                        SELECT c.export_split, {_record_columns(fields)},
+                               hash(s.completion) AS rationale_hash, true AS keep
+                        FROM samples s
+                        JOIN export_selected c ON c.sample_id = s.sample_id
+                        JOIN problems p ON p.problem_id = c.problem_id
+                        ORDER BY c.export_split, c.problem_id, c.sample_id""")
+        duplicates = _drop_duplicates(con) if opts.dedupe else 0
+        if opts.dedupe:
+            funnel.append(("dropping exact duplicate rationales within a problem",
+                           funnel[-1][1] - duplicates))
+        capped = _apply_caps(con, opts)
+        if _caps(opts):
+            funnel.append(("--max-positives / --max-negatives", funnel[-1][1] - capped))
+        con.execute("CREATE TEMP VIEW export_kept AS SELECT * EXCLUDE (rationale_hash, keep) "
+                    "FROM export_records WHERE keep")
         con.execute(f"CREATE TEMP VIEW export_record_fields AS "
-                    f"SELECT {', '.join(chr(34) + f + chr(34) for f in fields)} FROM export_records")
+                    f"SELECT {', '.join(chr(34) + f + chr(34) for f in fields)} FROM export_kept")
         shapes = schema.validate_table(con, "export_record_fields", schema.TRAINING_SCHEMA,
                                        "sample_id")
-        counts, totals = _counts(con, "export_records")
+        counts, totals = _counts(con, "export_kept")
         totals = {name: totals.get(name, {"problems": 0, "records": 0, "positive": 0,
                                           "negative": 0}) for name in spec.names}
         description = (rec_schema.get("description", "") +
                        f" Exported by dust-curator {__version__}; see manifest.json.")
-        formats.write_splits(con, "export_records", fields, list(spec.names), RECORD_ORDER,
+        formats.write_splits(con, "export_kept", fields, list(spec.names), RECORD_ORDER,
                              opts.format, stage, description, query + str(opts.seed))
         runs = con.execute(f"""SELECT run_id, model, kind, source FROM runs
-                               WHERE run_id IN (SELECT DISTINCT run_id FROM export_records)
+                               WHERE run_id IN (SELECT DISTINCT run_id FROM export_kept)
                                ORDER BY run_id""").fetchall()
         manifest = {
             "kind": "training",

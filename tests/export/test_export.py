@@ -345,3 +345,17 @@ def test_split_counts_by_subject_sum(exports):
         for per_subject in per_label.values():
             totals[split] += sum(per_subject.values())
     assert dict(totals) == {s: t["records"] for s, t in m["totals"].items()}
+
+
+@pytest.mark.parametrize("opts", [
+    ExportOptions(splits=SPLITS),
+    ExportOptions(splits=SPLITS, max_positives=1, max_negatives=3, seed=9, where="level > 1"),
+    ExportOptions(splits=SPLITS, max_negatives=0, runs=("gpt-4",), include_truncated=True),
+])
+def test_manifest_query_selects_exactly_the_exported_records(graded_wh, tmp_path, opts):
+    r = export_training(graded_wh, tmp_path / "out", opts, record=False)
+    exported = set(read_all(tmp_path / "out", "jsonl")["sample_id"])
+    with graded_wh.read() as con:
+        again = con.sql(r.manifest["selection"]["query"]).pl()
+    assert again.columns == FIELDS
+    assert set(again["sample_id"]) == exported and again.height == len(exported)

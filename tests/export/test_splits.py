@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from fractions import Fraction
@@ -109,15 +110,17 @@ def test_conflicting_strata_rejected():
         assign_splits([("p1", "A"), ("p1", "B")], parse_splits("train=1"), seed=0)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 60)), deadline=None)
 @given(weights=st.lists(st.integers(1, 50), min_size=1, max_size=5),
        n=st.integers(0, 400))
-def test_apportion_every_prefix_within_one_item(weights, n):
+def test_apportion_every_prefix_within_tijdemans_bound(weights, n):
     total = sum(weights)
     fracs = [Fraction(w, total) for w in weights]
+    m = len(fracs)
+    bound = Fraction(1) - Fraction(1, 2 * m - 2) if m > 1 else Fraction(0)
     picks = apportion(n, fracs)
-    counts = [0] * len(fracs)
+    counts = [0] * m
     for k, j in enumerate(picks, start=1):
         counts[j] += 1
         for c, f in zip(counts, fracs):
-            assert abs(c - f * k) < 1
+            assert abs(c - f * k) <= bound
