@@ -3,13 +3,15 @@
 Records follow ``schemas/eval_record.schema.json``. ``--limit N`` keeps N problems
 chosen with the same seeded, stratified apportionment as training splits (so a
 500-problem subset of MATH test has the subject and level mix of the whole test set).
-In Parquet and Hugging Face exports ``metadata`` is JSON text (its keys vary by
-dataset); in JSONL it is an object.
+In Parquet and Hugging Face exports ``metadata`` is a struct with the union of the
+selected problems' metadata keys (null where a problem lacks one); in JSONL it is the
+object as stored.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +37,17 @@ class EvalOptions:
     seed: int = 0
     stratify: tuple[str, ...] = ("dataset", "subject", "level")
     format: str = "jsonl"
+
+
+def _metadata_as_struct(con) -> str:
+    """Parquet and datasets need one column type: the metadata objects become a struct
+    with the union of their keys (a key a problem lacks is null), so every format reads
+    back as an object, as the schema says."""
+    structure = con.execute("SELECT json_group_structure(metadata) FROM eval_records"
+                            ).fetchall()[0][0]
+    if structure is None or json.loads(structure) is None:
+        return "metadata"
+    return f"json_transform(metadata, {_sql_str(structure)})"
 
 
 def eval_query(opts: EvalOptions) -> str:
@@ -121,12 +134,11 @@ def export_eval(wh: Warehouse, out: str | Path, opts: EvalOptions | None = None,
                     f"{', '.join(chr(34) + f + chr(34) for f in fields)} FROM eval_records")
         shapes = schema.validate_table(con, "eval_record_fields", schema.EVAL_SCHEMA,
                                        "problem_id")
-        # Parquet and datasets cannot hold a free-form object column: JSON text there.
         write_table = "eval_records"
         if opts.format != "jsonl":
-            con.execute("CREATE TEMP VIEW eval_records_text AS SELECT * REPLACE "
-                        "(metadata::VARCHAR AS metadata) FROM eval_records")
-            write_table = "eval_records_text"
+            con.execute(f"CREATE TEMP VIEW eval_records_struct AS SELECT * REPLACE "
+                        f"({_metadata_as_struct(con)} AS metadata) FROM eval_records")
+            write_table = "eval_records_struct"
         description = (rec_schema.get("description", "") +
                        f" Exported by dust-curator {__version__}; see manifest.json.")
         formats.write_splits(con, write_table, fields, [opts.split], ["problem_id"],

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import jsonschema
 import polars as pl
 import pytest
 
 from curator.errors import CuratorError
 from curator.exporting import EvalOptions, export_eval
+from curator.exporting.schema import EVAL_SCHEMA, load_schema
 
 
 def test_eval_export_all_test_problems(graded_wh, tmp_path):
@@ -54,8 +56,11 @@ def test_eval_formats_load(graded_wh, tmp_path, fmt):
     else:
         rows = datasets.load_from_disk(str(tmp_path / fmt))["test"]
     assert min(rows["level"]) >= 4
-    # metadata is JSON text outside JSONL
-    assert json.loads(rows[0]["metadata"]) == {"level": f"Level {rows[0]['level']}"}
+    # metadata is an object in every format, and every record fits the eval schema
+    assert rows[0]["metadata"]["level"] == f"Level {rows[0]['level']}"
+    validator = jsonschema.Draft202012Validator(load_schema(EVAL_SCHEMA))
+    for rec in rows:
+        validator.validate(rec)
 
 
 def test_eval_empty_selection_says_which_filter(graded_wh, tmp_path):
