@@ -44,8 +44,12 @@ def _print_result(result, title: str) -> None:
 
     console = _console()
     m = result.manifest
-    render(["split", "problems", "records", "positives", "negatives"], result.split_rows(),
-           Format.table, console, title=title)
+    if m["kind"] == "eval":
+        render(["split", "problems"], [r[:2] for r in result.split_rows()], Format.table,
+               console, title=title)
+    else:
+        render(["split", "problems", "records", "positives", "negatives"], result.split_rows(),
+               Format.table, console, title=title)
     if m.get("duplicates_dropped"):
         console.print(f"dropped {m['duplicates_dropped']} exact duplicate rationale(s) within "
                       "problems")
