@@ -39,6 +39,7 @@ from typing import Iterator
 
 import torch
 from peft import LoraConfig
+from torch.utils.checkpoint import checkpoint
 from peft.tuners.lora import layer as lora_layer
 from torch import nn
 
@@ -73,6 +74,32 @@ def integration_gate(x: torch.Tensor, base: torch.Tensor, h_pos: torch.Tensor,
     return base + (1 - alpha) * value(h_pos) + alpha * value(h_neg)
 
 
+def integration_gate_lowrank(x: torch.Tensor, base: torch.Tensor, ax_pos: torch.Tensor,
+                             ax_neg: torch.Tensor, b_pos: torch.Tensor, b_neg: torch.Tensor,
+                             query: nn.Linear, key: nn.Linear, value_in: nn.Linear,
+                             value_out: nn.Linear, beta: float, temperature: float) -> torch.Tensor:
+    """:func:`integration_gate` computed without forming ``h_pos``/``h_neg``; equal to it up
+    to rounding (a test checks). ``ax_* = A_* x`` (rank r) and ``b_* = s_* B_*`` (d x r).
+
+    - A softmax over two scores only depends on their difference, and
+      ``q.k_neg - q.k_pos = q.K (b_neg ax_neg - b_pos ax_pos)``: the ``K b`` term cancels, so
+      with ``m_* = Q^T K b_*`` (in x r) the scores cost two rank-r products per token.
+    - V's first layer is linear: ``V_in h_* = V_in b + (V_in b_*) ax_*``, one d-wide product.
+    - V's output layer is linear: ``(1 - alpha) V(h_pos) + alpha V(h_neg) =
+      V_out((1 - alpha) g_pos + alpha g_neg)`` with ``g_* = gelu(V_in h_*)``: one product.
+    The unit thus costs about two d x width products per token instead of seven."""
+    m_pos = query.weight.T @ (key.weight @ b_pos)                       # [in, r]
+    m_neg = query.weight.T @ (key.weight @ b_neg)
+    score_diff = ((x @ m_neg) * ax_neg).sum(-1) - ((x @ m_pos) * ax_pos).sum(-1)
+    a_neg = torch.sigmoid(score_diff / temperature).unsqueeze(-1)       # softmax of 2 scores
+    alpha = (2 * a_neg - 1) * beta
+    v_base = value_in(base)
+    gelu = torch.nn.functional.gelu
+    g_pos = gelu(v_base + ax_pos @ (value_in.weight @ b_pos).T)
+    g_neg = gelu(v_base + ax_neg @ (value_in.weight @ b_neg).T)
+    return base + value_out((1 - alpha) * g_pos + alpha * g_neg)
+
+
 class GatedLoraLinear(lora_layer.Linear):
     """peft's LoRA ``Linear`` with a mode switch and an optional NAT gate per adapter."""
 
@@ -91,6 +118,7 @@ class GatedLoraLinear(lora_layer.Linear):
                 setattr(self, part, nn.ModuleDict())
             self.gate_config: dict[str, GateConfig] = {}
             self.mode: str | None = None
+            self.recompute_gate = True
         return super().update_layer(adapter_name, r, lora_alpha, config=config, **kwargs)
 
     def add_gate(self, adapter_name: str, cfg: GateConfig) -> None:
@@ -130,29 +158,43 @@ class GatedLoraLinear(lora_layer.Linear):
             return super().forward(x, *args, **kwargs)
         if self.merged:
             raise RuntimeError("adapter modes need unmerged adapters; call unmerge_adapter()")
+        if mode == NAT:
+            return self._nat(x, *args, **kwargs)
         base = self.base_layer(x, *args, **kwargs)
         if mode == BASE:
             return base
-        dtype = base.dtype
-        if mode == NAT:
-            gated = self.gated_adapters()
-            if len(gated) != 1:
-                raise RuntimeError(f"'nat' mode needs exactly one gated adapter, found {gated}")
-            pos = gated[0]
-            cfg = self.gate_config[pos]
-            xa = self._cast_input_dtype(x, self.lora_A[pos].weight.dtype)
-            b = base.to(xa.dtype)
-            h_pos = b + self._delta(pos, xa)
-            # The partner is a frozen, fully trained adapter: evaluate it as at inference.
-            h_neg = b + self._delta(cfg.partner, xa, dropout=False)
-            y = integration_gate(xa, b, h_pos, h_neg, self.lora_gate_query[pos],
-                                 self.lora_gate_key[pos], self.lora_gate_value_in[pos],
-                                 self.lora_gate_value_out[pos], cfg.beta, cfg.temperature)
-            return y.to(dtype)
         if mode not in self.lora_A:
             raise RuntimeError(f"mode {mode!r}: no such adapter (have {sorted(self.lora_A)})")
         xa = self._cast_input_dtype(x, self.lora_A[mode].weight.dtype)
-        return (base + self._delta(mode, xa).to(dtype)).to(dtype)
+        return base + self._delta(mode, xa).to(base.dtype)
+
+    def _nat(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """y = b + (1 - alpha) V(h_pos) + alpha V(h_neg), see :func:`integration_gate`."""
+        if self.recompute_gate and torch.is_grad_enabled():
+            # Keep only x for backward and recompute the whole layer there (base product,
+            # adapters, dropout with the same random draw, gate): the gate's activations
+            # would otherwise cost several d- and width-wide tensors per token and layer.
+            return checkpoint(self._gate, x, args, kwargs, use_reentrant=False)
+        return self._gate(x, args, kwargs)
+
+    def _gate(self, x: torch.Tensor, args, kwargs) -> torch.Tensor:
+        gated = self.gated_adapters()
+        if len(gated) != 1:
+            raise RuntimeError(f"'nat' mode needs exactly one gated adapter, found {gated}")
+        pos = gated[0]
+        cfg = self.gate_config[pos]
+        neg = cfg.partner
+        base = self.base_layer(x, *args, **kwargs)
+        xa = self._cast_input_dtype(x, self.lora_A[pos].weight.dtype)
+        ax_pos = self.lora_A[pos](self.lora_dropout[pos](xa))
+        # The partner is a frozen, fully trained adapter: evaluated as at inference.
+        ax_neg = self.lora_A[neg](xa)
+        y = integration_gate_lowrank(
+            xa, base.to(xa.dtype), ax_pos, ax_neg, self.lora_B[pos].weight * self.scaling[pos],
+            self.lora_B[neg].weight * self.scaling[neg], self.lora_gate_query[pos],
+            self.lora_gate_key[pos], self.lora_gate_value_in[pos],
+            self.lora_gate_value_out[pos], cfg.beta, cfg.temperature)
+        return y.to(base.dtype)
 
     def __repr__(self) -> str:
         return "gated_" + super().__repr__()
@@ -171,6 +213,12 @@ def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05,
 
 def gated_layers(model: nn.Module) -> list[GatedLoraLinear]:
     return [m for m in model.modules() if isinstance(m, GatedLoraLinear)]
+
+
+def set_gate_recompute(model: nn.Module, on: bool) -> None:
+    """Recompute the "nat" layers in backward (less memory, a little more time; default)."""
+    for layer in gated_layers(model):
+        layer.recompute_gate = on
 
 
 def set_mode(model: nn.Module, mode: str | None) -> None:

@@ -92,7 +92,12 @@ class Knobs:
                    activation_checkpointing=self.gradient_checkpointing,
                    activation_checkpointing_kwargs={"use_reentrant": False},
                    logging_steps=self.logging_steps, warmup_steps=self.warmup_steps,
-                   use_cpu=self.cpu, **extra)
+                   use_cpu=self.cpu or not _cuda(), **extra)
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
 def prompt_format(template: str | None, chat: bool):

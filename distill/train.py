@@ -22,7 +22,8 @@ import torch
 
 from curator.errors import CuratorError
 from distill import data as D
-from distill.adapters import NEG, POS, GateConfig, add_gates, save_adapter, train_only
+from distill.adapters import (NEG, POS, GateConfig, add_gates, save_adapter,
+                              set_gate_recompute, train_only)
 from distill.collate import GroupCollator, RationaleCollator
 from distill.models import attach_lora, load_model, load_peft, load_tokenizer
 from distill.student import DEFAULT_ADAPTER, write_manifest
@@ -150,6 +151,7 @@ def build_nat_stage2(model, positives: list[dict], tokenizer, config: NATConfig,
     add_gates(model, POS, GateConfig(width=config.gate_width, beta=config.gate_beta,
                                      temperature=config.gate_temperature, partner=NEG))
     train_only(model, [POS])
+    set_gate_recompute(model, config.gate_recompute)
     collator = RationaleCollator(tokenizer.pad_token_id, config.train_on_prompt)
     return NATTrainer(model=model, args=config, train_dataset=ds, data_collator=collator), report
 

@@ -47,6 +47,8 @@ class DistillConfig(TrainingArguments):
     # so DDP need not search for unused ones; if that ever breaks, DDP fails loudly.
     ddp_find_unused_parameters: bool | None = False
     dataloader_pin_memory: bool = torch.cuda.is_available()
+    # Without a GPU the CPU is the device (and bf16 autocast on CPU needs this flag).
+    use_cpu: bool = not torch.cuda.is_available()
 
 
 @dataclass
@@ -82,6 +84,7 @@ class NATConfig(DistillConfig):
     gate_width: int = 128
     gate_beta: float = 0.5
     gate_temperature: float = 1.0
+    gate_recompute: bool = True  # recompute gated layers in backward instead of storing
 
 
 # -- trainers --------------------------------------------------------------------------------

@@ -69,6 +69,36 @@ def test_integration_gate_formula_by_hand():
     assert math.isclose(y.item(), expect, rel_tol=1e-6)
 
 
+def test_lowrank_gate_equals_reference():
+    """The layer's factored computation is the METHOD.md formula, to rounding."""
+    torch.manual_seed(0)
+    d_in, d_out, r, w = 12, 6, 3, 5
+    x, base = torch.randn(2, 7, d_in, dtype=torch.float64), torch.randn(2, 7, d_out, dtype=torch.float64)
+    a_pos, a_neg = torch.randn(r, d_in, dtype=torch.float64), torch.randn(r, d_in, dtype=torch.float64)
+    b_pos, b_neg = torch.randn(d_out, r, dtype=torch.float64), torch.randn(d_out, r, dtype=torch.float64)
+    q, k = nn.Linear(d_in, w, bias=False).double(), nn.Linear(d_out, w, bias=False).double()
+    v_in, v_out = nn.Linear(d_out, w).double(), nn.Linear(w, d_out).double()
+    h_pos, h_neg = base + x @ a_pos.T @ b_pos.T, base + x @ a_neg.T @ b_neg.T
+    ref = A.integration_gate(x, base, h_pos, h_neg, q, k, v_in, v_out, beta=0.4, temperature=0.7)
+    got = A.integration_gate_lowrank(x, base, x @ a_pos.T, x @ a_neg.T, b_pos, b_neg, q, k,
+                                     v_in, v_out, beta=0.4, temperature=0.7)
+    assert torch.allclose(got, ref, atol=1e-12)
+
+
+def test_recomputed_gate_gives_same_gradients(tiny_model):
+    grads = {}
+    for on in (False, True):
+        model = _nat_model(tiny_model, seed=3)
+        model.train()
+        A.set_gate_recompute(model, on)
+        A.train_only(model, [A.POS])
+        with A.adapter_mode(model, A.NAT):
+            model(input_ids=IDS).logits.square().mean().backward()
+        grads[on] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert all(torch.allclose(grads[True][n], grads[False][n], atol=1e-6) for n in grads[False])
+    assert any(g.abs().sum() > 0 for g in grads[True].values())
+
+
 def test_mixing_weight_bounded_by_beta():
     q = nn.Linear(8, 4, bias=False)
     k = nn.Linear(8, 4, bias=False)

@@ -146,3 +146,34 @@ def test_resume_rejects_unfinished_stage1(tiny_model, export_file, tmp_path):
     with pytest.raises(CuratorError, match="no finished stage-1 adapter"):
         train_nat(export_file, tiny_model, tmp_path / "o", _cfg(NATConfig, tmp_path),
                   neg=tmp_path / "half")
+
+
+def _stage2_weights(tiny_model, records, tmp_path, **kw):
+    tok = load_tokenizer(tiny_model)
+    cfg = _cfg(NATConfig, tmp_path, gate_width=16, max_steps=2, optim="sgd", learning_rate=0.5,
+               max_grad_norm=0.0, train_sampling_strategy="sequential", **kw)
+    model = load_base(tiny_model, cfg)
+    t1, _ = build_nat_stage1(model, D.select(records, ("negative",)), tok, cfg)
+    t1.train()
+    t2, _ = build_nat_stage2(t1.model, D.select(records, ("positive",)), tok, cfg)
+    t2.train()
+    return t2, {n: p.detach().float().clone() for n, p in t2.model.named_parameters()
+                if p.requires_grad}
+
+
+def test_nat_with_activation_checkpointing_matches(tiny_model, export_file, tmp_path):
+    """Recomputation in backward happens inside the "nat" mode: same weights as without."""
+    records = D.read_export(export_file)
+    _, plain = _stage2_weights(tiny_model, records, tmp_path)
+    t, ckpt = _stage2_weights(tiny_model, records, tmp_path, activation_checkpointing=True)
+    assert t.model.is_activation_checkpointing
+    assert plain.keys() == ckpt.keys()
+    assert all(torch.allclose(plain[k], ckpt[k], atol=1e-6) for k in plain)
+
+
+def test_nat_trains_in_bf16(tiny_model, export_file, tmp_path):
+    t, w = _stage2_weights(tiny_model, D.read_export(export_file), tmp_path, bf16=True)
+    layer = t.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.base_layer.weight.dtype == torch.bfloat16
+    assert all(torch.isfinite(v).all() for v in w.values())
+    assert all(p["loss"] == p["loss"] for p in t.curve.points)  # no NaN
