@@ -391,20 +391,17 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         import pyarrow as pa
         con.register("export_assignment", pa.table({
             "problem_id": list(assignment), "export_split": list(assignment.values())}))
-        con.execute("""CREATE TEMP TABLE export_selected AS
-                       SELECT c.*, a.export_split FROM export_candidates c
-                       JOIN export_assignment a ON a.problem_id = c.problem_id
-                       WHERE c.passes""")
         # The one pass over the text, in file order; the writers then scan this table
         # split by split without sorting again. Only the text and the question come
         # from here: the rest, the label included, is the candidates' (the views').
         con.execute(f"""CREATE TEMP TABLE export_records AS
-                        SELECT c.export_split, {_record_columns(fields)},
+                        SELECT a.export_split, {_record_columns(fields)},
                                hash(s.completion) AS rationale_hash, true AS keep
                         FROM samples s
-                        JOIN export_selected c ON c.sample_id = s.sample_id
+                        JOIN export_candidates c ON c.sample_id = s.sample_id AND c.passes
+                        JOIN export_assignment a ON a.problem_id = c.problem_id
                         JOIN problems p ON p.problem_id = c.problem_id
-                        ORDER BY c.export_split, c.problem_id, c.sample_id""")
+                        ORDER BY a.export_split, c.problem_id, c.sample_id""")
         duplicates = _drop_duplicates(con) if opts.dedupe else 0
         if opts.dedupe:
             funnel.append(("dropping exact duplicate rationales within a problem",
