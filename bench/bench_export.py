@@ -63,6 +63,10 @@ def build(db: Path, data: Path) -> None:
     """The real pipeline, each step idempotent (re-running adds nothing)."""
     if not (data / "tdg").is_dir():
         sys.exit(f"no TDG data under {data}; pass --data (the shared data folder)")
+    from curator.cli import app
+    if "grade" not in {c.name for c in app.registered_commands}:
+        sys.exit("this checkout has no `curator grade` command yet: pass --db with a "
+                 "warehouse whose TDG samples are graded")
     curator("load", "math", str(data / "MATH" / "train"), db=db)
     curator("import", "tdg", str(data / "tdg" / "GPT4-MATH.jsonl.gz"), "--model", "gpt-4", db=db)
     curator("import", "tdg", str(data / "tdg" / "GPT3.5-turbo-MATH.jsonl.gz"),
