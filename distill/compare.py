@@ -1,0 +1,692 @@
+"""``distill compare``: the paper's comparison table for any base model, teacher export and
+budget, from one config file, resumable stage by stage.
+
+One config (TOML, YAML or JSON) names the base model, the teacher export, the evaluation
+sets (out-of-distribution sets are just more of them), the methods and the budgets. The
+run is a list of *stages*: optional ``prepare`` commands (e.g. the ``curator`` calls that
+build the export), the tiny model when asked for, one training stage per student (CoT KD
+``sft``, ``mix``, ``nt``, ``ul``, ``cl``, ``nat``, ``nce`` on the NAT model), the ranking
+model for ASC, and one evaluation per student and set. The table reads the evaluations'
+reports; each method's row shows one voting rule (``[report] rule``, greedy by default),
+``nat+nce+asc`` the ASC rule on the NAT+NCE student's samples.
+
+Resuming: a finished stage writes ``OUT/stages/<stage>.json`` with its *fingerprint*, a
+hash of what defines its result (its settings, its input files, and the run ids of the
+stages it depends on). A later invocation skips every stage whose marker matches, reruns
+the ones whose settings or inputs changed (and, through the run ids, everything
+downstream of them), and continues an interrupted evaluation from the rationales already
+on disk. Every invocation appends what it ran and skipped, with timings, to
+``OUT/runs.jsonl``.
+
+Paths in the config are relative to the current directory; ``{out}`` and ``{config_dir}``
+are replaced by the output directory and the config file's directory.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from curator.errors import CuratorError
+
+BASELINES = ("sft", "mix", "nt", "ul", "cl")
+#: method (table row) -> (student it evaluates, which report rule it shows)
+METHODS: dict[str, tuple[str, str]] = {
+    "base": ("base", "rule"), "sft": ("sft", "rule"), "mix": ("mix", "rule"),
+    "nt": ("nt", "rule"), "ul": ("ul", "rule"), "cl": ("cl", "rule"), "nat": ("nat", "rule"),
+    "nat+nce": ("nce", "rule"), "nat+nce+asc": ("nce", "asc_rule"),
+}
+TITLES = {"base": "base model (no training)", "sft": "CoT KD", "mix": "MIX", "nt": "NT",
+          "ul": "UL", "cl": "CL", "nat": "NAT", "nat+nce": "NAT+NCE",
+          "nat+nce+asc": "NAT+NCE+ASC"}
+DEFAULT_METHODS = ("sft", "mix", "nt", "ul", "cl", "nat", "nat+nce", "nat+nce+asc")
+
+# Friendly training knob names (the `distill train` option names) -> DistillConfig fields.
+# Any other field of the method's config class is accepted under its own name.
+KNOBS = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
+         "grad_accum": "gradient_accumulation_steps", "lr": "learning_rate",
+         "gradient_checkpointing": "activation_checkpointing", "cpu": "use_cpu",
+         "lambda": "nce_lambda", "temperature": "nce_temperature",
+         "chunk_tokens": "nce_chunk_tokens"}
+EVAL_KEYS = ("samples", "max_new_tokens", "temperature", "top_p", "batch_size", "seed",
+             "greedy", "limit", "asc_weight", "dtype", "device")
+TOP_KEYS = {"out", "model", "data", "eval", "methods", "train", "ranker", "evaluate",
+            "report", "prepare", "name"}
+STAGES_DIR, RUNS_LOG = "stages", "runs.jsonl"
+
+
+# -- config ----------------------------------------------------------------------------------
+
+@dataclass
+class CompareConfig:
+    """A parsed, validated comparison config (see ``distill/configs/compare-tiny.toml``)."""
+    path: Path
+    out: Path
+    base: str
+    tiny: dict | None
+    dtype: str
+    prompt: dict
+    train_data: Path
+    validation: Path | None
+    evals: list[dict]
+    methods: list[str]
+    train: dict
+    per_method: dict[str, dict]
+    ranker: dict
+    evaluate: dict
+    rule: str
+    asc_rule: str
+    prepare: list[dict] = field(default_factory=list)
+    name: str = "comparison"
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise CuratorError(f"{path}: no such config file")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+            return tomllib.loads(text)
+        if suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise CuratorError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); "
+                                   f"or write the config as TOML") from None
+            data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise CuratorError(f"{path}: the config must be a mapping at the top level")
+            return data
+        if suffix == ".json":
+            return json.loads(text)
+    except CuratorError:
+        raise
+    except Exception as exc:  # tomllib/yaml/json each raise their own error types
+        line = getattr(exc, "lineno", None) or getattr(getattr(exc, "problem_mark", None), "line", None)
+        where = f"{path}:{line}" if line else str(path)
+        raise CuratorError(f"{where}: not valid {suffix[1:].upper()}: {exc}") from None
+    raise CuratorError(f"{path}: unknown config format {suffix!r}; use .toml, .yaml or .json")
+
+
+def _subst(value: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        for k, v in mapping.items():
+            value = value.replace("{" + k + "}", v)
+        return value
+    if isinstance(value, list):
+        return [_subst(v, mapping) for v in value]
+    if isinstance(value, dict):
+        return {k: _subst(v, mapping) for k, v in value.items()}
+    return value
+
+
+def load_config(path: str | Path, out: str | Path | None = None) -> CompareConfig:
+    """Read and check a comparison config; ``out`` overrides its ``out``."""
+    path = Path(path)
+    raw = _read_config_file(path)
+
+    def bad(msg: str) -> CuratorError:
+        return CuratorError(f"{path}: {msg}")
+
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise bad(f"unknown key(s) {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    out_dir = str(out if out is not None else raw.get("out", "compare-out"))
+    mapping = {"out": out_dir, "config_dir": str(path.resolve().parent)}
+    raw = _subst(raw, mapping)
+
+    model = raw.get("model") or {}
+    if "base" not in model:
+        raise bad("[model] base is required (a local model directory or a hub name)")
+    unknown = set(model) - {"base", "tiny", "dtype", "prompt_template", "chat_template"}
+    if unknown:
+        raise bad(f"unknown key(s) {sorted(unknown)} in [model]")
+    tiny = model.get("tiny")
+    if tiny is True:
+        tiny = {}
+    data = raw.get("data") or {}
+    if "train" not in data:
+        raise bad("[data] train is required (a `curator export` file)")
+    evals = raw.get("eval") or []
+    if isinstance(evals, dict):
+        evals = [evals]
+    if not evals:
+        raise bad("at least one [[eval]] set is required (name and data)")
+    names = set()
+    for i, e in enumerate(evals):
+        if not isinstance(e, dict) or "data" not in e or "name" not in e:
+            raise bad(f"[[eval]] number {i + 1} needs a name and data")
+        if e["name"] in names or "/" in e["name"] or ":" in e["name"]:
+            raise bad(f"[[eval]] name {e['name']!r} is repeated or has '/' or ':'")
+        names.add(e["name"])
+        extra = set(e) - {"name", "data", *EVAL_KEYS}
+        if extra:
+            raise bad(f"unknown key(s) {sorted(extra)} in [[eval]] {e['name']}")
+    methods_cfg = raw.get("methods") or {}
+    methods = list(methods_cfg.get("run", DEFAULT_METHODS)) if isinstance(methods_cfg, dict) \
+        else list(methods_cfg)
+    for m in methods:
+        if m not in METHODS:
+            raise bad(f"unknown method {m!r} in [methods] run; choose from {', '.join(METHODS)}")
+    train = dict(raw.get("train") or {})
+    per_method = {k: train.pop(k) for k in list(train) if isinstance(train[k], dict)}
+    for k in per_method:
+        if k not in (*BASELINES, "nat", "nce"):
+            raise bad(f"[train.{k}]: no such method (per-method tables: "
+                      f"{', '.join((*BASELINES, 'nat', 'nce'))})")
+    evaluate = dict(raw.get("evaluate") or {})
+    extra = set(evaluate) - set(EVAL_KEYS)
+    if extra:
+        raise bad(f"unknown key(s) {sorted(extra)} in [evaluate]; known: {', '.join(EVAL_KEYS)}")
+    report = raw.get("report") or {}
+    prepare = raw.get("prepare") or []
+    for i, p in enumerate(prepare):
+        if not isinstance(p, dict) or not p.get("name") or not isinstance(p.get("run"), list) \
+                or not all(isinstance(a, str) for a in p["run"]):
+            raise bad(f"[[prepare]] number {i + 1} needs a name and run = [\"cmd\", \"arg\", ...]")
+        if set(p) - {"name", "run", "env"}:
+            raise bad(f"unknown key(s) {sorted(set(p) - {'name', 'run', 'env'})} in "
+                      f"[[prepare]] {p['name']}")
+    return CompareConfig(
+        path=path, out=Path(out_dir), base=str(model["base"]), tiny=tiny,
+        dtype=model.get("dtype", "float32"),
+        prompt={"template": model.get("prompt_template"), "chat": bool(model.get("chat_template", False))},
+        train_data=Path(data["train"]),
+        validation=Path(data["validation"]) if data.get("validation") else None,
+        evals=evals, methods=methods, train=train, per_method=per_method,
+        ranker=dict(raw.get("ranker") or {}), evaluate=evaluate,
+        rule=report.get("rule", "greedy"), asc_rule=report.get("asc_rule", "asc:s"),
+        prepare=prepare, name=raw.get("name", "comparison"))
+
+
+def training_config(cls, out: Path, knobs: dict, where: str):
+    """A ``DistillConfig`` subclass from friendly knob names; unknown names are refused."""
+    import dataclasses
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in knobs.items():
+        name = KNOBS.get(k, k)
+        if name not in fields:
+            raise CuratorError(f"{where}: unknown training setting {k!r} for {cls.__name__}")
+        kwargs[name] = v
+    if kwargs.get("activation_checkpointing"):
+        kwargs.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
+    if isinstance(kwargs.get("target_modules"), str):
+        kwargs["target_modules"] = [t.strip() for t in kwargs["target_modules"].split(",")]
+    try:
+        return cls(output_dir=str(out), **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CuratorError(f"{where}: {exc}") from None
+
+
+# -- fingerprints ----------------------------------------------------------------------------
+
+def path_identity(path: str | Path) -> dict:
+    """What identifies a file's content: its SHA-256 (up to 256 MiB; beyond that, size and
+    modification time); for a directory, name, size and mtime of every file (model
+    weights are too large to hash on every invocation)."""
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        if st.st_size <= 256 << 20:
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return {"sha256": h.hexdigest()}
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file())
+        return {"files": [[str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns]
+                          for f in files]}
+    return {"missing": str(p)}
+
+
+def fingerprint(params: Any) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+# -- stages ----------------------------------------------------------------------------------
+
+@dataclass
+class Stage:
+    name: str
+    params: Callable[[], dict]             # what defines the result (evaluated when reached)
+    run: Callable[[], dict | None]         # does the work; returns details for the marker
+    deps: list[str] = field(default_factory=list)
+    dir: Path | None = None                # its own output directory (cleared when stale)
+
+
+@dataclass
+class Outcome:
+    stage: str
+    status: str            # "ran", "skipped"
+    seconds: float
+    fingerprint: str
+
+
+def _marker_path(out: Path, stage: str) -> Path:
+    return out / STAGES_DIR / (stage.replace(":", "__").replace("/", "_") + ".json")
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def read_marker(out: Path, stage: str) -> dict | None:
+    p = _marker_path(out, stage)
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError:
+        return None  # a damaged marker means: not finished
+
+
+def run_stages(stages: list[Stage], out: Path, redo: tuple[str, ...] = (),
+               dry_run: bool = False, echo: Callable[[str], None] = print) -> list[Outcome]:
+    """Run ``stages`` in order, skipping those already finished with the same fingerprint.
+    ``redo`` (glob patterns such as ``eval:*``) forces stages to run again."""
+    out.mkdir(parents=True, exist_ok=True)
+    invocation = uuid.uuid4().hex[:12]
+    run_ids: dict[str, str] = {}
+    outcomes = []
+    for i, st in enumerate(stages, 1):
+        missing = [d for d in st.deps if d not in run_ids]
+        if missing:
+            raise RuntimeError(f"stage {st.name} depends on {missing}, which come later")
+        fp = fingerprint({"params": st.params(), "deps": [run_ids[d] for d in st.deps]})
+        marker = read_marker(out, st.name)
+        forced = any(fnmatch.fnmatchcase(st.name, pat) for pat in redo)
+        if marker and marker.get("fingerprint") == fp and not forced:
+            run_ids[st.name] = marker["run_id"]
+            outcomes.append(Outcome(st.name, "skipped", 0.0, fp))
+            if not dry_run:
+                _log(out, invocation, outcomes[-1])
+            echo(f"[{i}/{len(stages)}] {st.name}: done already ({marker.get('seconds', 0):.1f} s "
+                 f"on {marker.get('finished_at', '?')[:19]}), skipped")
+            continue
+        if dry_run:
+            run_ids[st.name] = "would-run-" + fp
+            outcomes.append(Outcome(st.name, "would run", 0.0, fp))
+            echo(f"[{i}/{len(stages)}] {st.name}: would run")
+            continue
+        echo(f"[{i}/{len(stages)}] {st.name}: running")
+        if st.dir is not None:
+            _prepare_dir(st.dir, fp)
+        start = time.perf_counter()
+        info = st.run() or {}
+        seconds = time.perf_counter() - start
+        run_id = fingerprint({"fp": fp, "at": time.time_ns(), "nonce": uuid.uuid4().hex})
+        _write_json_atomic(_marker_path(out, st.name), {
+            "stage": st.name, "fingerprint": fp, "run_id": run_id, "seconds": round(seconds, 3),
+            "finished_at": datetime.now(timezone.utc).isoformat(), "info": info})
+        run_ids[st.name] = run_id
+        outcomes.append(Outcome(st.name, "ran", seconds, fp))
+        echo(f"[{i}/{len(stages)}] {st.name}: finished in {seconds:.1f} s")
+        _log(out, invocation, outcomes[-1])
+    return outcomes
+
+
+def _log(out: Path, invocation: str, o: Outcome) -> None:
+    with open(out / RUNS_LOG, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"invocation": invocation, "stage": o.stage, "status": o.status,
+                            "seconds": round(o.seconds, 3), "fingerprint": o.fingerprint,
+                            "at": datetime.now(timezone.utc).isoformat()}) + "\n")
+
+
+STAMP = ".stage-fingerprint"
+
+
+def _prepare_dir(d: Path, fp: str) -> None:
+    """A stage's directory holds the work of one fingerprint: a directory left by an
+    interrupted attempt with the same fingerprint is kept (evaluations resume from it),
+    anything else of ours is cleared. A non-empty directory we did not create is refused."""
+    stamp = d / STAMP
+    if d.exists() and any(d.iterdir()):
+        if not stamp.is_file():
+            raise CuratorError(f"{d} exists and was not written by `distill compare`; move it "
+                               f"away or choose another out")
+        if stamp.read_text().strip() != fp:
+            shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp)
+
+
+# -- building the plan -------------------------------------------------------------------------
+
+def students_needed(methods: list[str]) -> list[str]:
+    out: list[str] = []
+    for m in methods:
+        s = METHODS[m][0]
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def _resolve_command(argv: list[str]) -> list[str]:
+    """``curator``/``distill``/``python`` run with this interpreter, so a config works
+    without the virtualenv on PATH."""
+    head = {"curator": [sys.executable, "-m", "curator.cli"],
+            "distill": [sys.executable, "-m", "distill.cli"],
+            "python": [sys.executable]}.get(argv[0])
+    return head + argv[1:] if head else argv
+
+
+def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]:
+    """The stages of a comparison, in order, with their dependencies."""
+    from distill.data import DEFAULT_TEMPLATE, PromptFormat
+
+    out = cfg.out
+    fmt = PromptFormat(template=cfg.prompt["template"] or DEFAULT_TEMPLATE, chat=cfg.prompt["chat"])
+    stages: list[Stage] = []
+    data_deps: list[str] = []
+
+    for p in cfg.prepare:
+        name = f"prepare:{p['name']}"
+        argv, env = list(p["run"]), dict(p.get("env") or {})
+
+        def run_cmd(argv=argv, env=env, name=name):
+            cmd = _resolve_command(argv)
+            echo("  $ " + " ".join(argv))
+            res = subprocess.run(cmd, env={**os.environ, **env})
+            if res.returncode != 0:
+                raise CuratorError(f"stage {name}: `{' '.join(argv)}` exited with status "
+                                   f"{res.returncode}; fix it and run `distill compare` again "
+                                   f"(finished stages are kept)")
+            return {"argv": argv}
+        stages.append(Stage(name, lambda argv=argv, env=env: {"argv": argv, "env": env},
+                            run_cmd, deps=list(data_deps)))
+        data_deps = [name]
+
+    model_deps: list[str] = []
+    if cfg.tiny is not None:
+        def make_tiny():
+            from distill.tiny import TinyShape, init_tiny
+            shape = {k: v for k, v in cfg.tiny.items() if k != "seed"}
+            try:
+                ts = TinyShape(**shape)
+            except TypeError as exc:
+                raise CuratorError(f"{cfg.path}: [model] tiny: {exc}") from None
+            init_tiny(cfg.base, ts, seed=int(cfg.tiny.get("seed", 0)))
+            return {"shape": shape}
+        stages.append(Stage("model:init-tiny", lambda: {"tiny": cfg.tiny, "base": cfg.base},
+                            make_tiny, dir=Path(cfg.base)))
+        model_deps = ["model:init-tiny"]
+
+    def base_identity() -> dict:
+        return {"base": cfg.base, "dtype": cfg.dtype,
+                "files": path_identity(cfg.base) if Path(cfg.base).exists() else None}
+
+    def data_identity() -> dict:
+        return {"train": str(cfg.train_data), "content": path_identity(cfg.train_data)}
+
+    students = students_needed(cfg.methods)
+    # The ranker is trained for the ASC row; once trained, every evaluation gets its
+    # scores too (cheap next to sampling), unless [ranker] score_all = false.
+    asc = "nat+nce+asc" in cfg.methods
+    score_all = bool(cfg.ranker.get("score_all", True))
+    deps = data_deps + model_deps
+    train_stage: dict[str, str] = {}
+
+    def knobs_for(method: str) -> dict:
+        return {**cfg.train, **cfg.per_method.get(method, {})}
+
+    for s in ([x for x in BASELINES if x in students]
+              + (["nat"] if "nat" in students or "nce" in students else [])
+              + (["nce"] if "nce" in students else [])):
+        d = out / "students" / s
+        name = f"train:{s}"
+        stage_deps = list(deps) + (["train:nat"] if s == "nce" else [])
+        stages.append(Stage(name, lambda s=s: {"method": s, "knobs": knobs_for(s),
+                                               "base": base_identity(), "data": data_identity(),
+                                               "prompt": fmt.to_json()},
+                            lambda s=s, d=d: _train(cfg, s, d, knobs_for(s), fmt),
+                            deps=stage_deps, dir=d))
+        train_stage[s] = name
+
+    if asc:
+        d = out / "ranker"
+        rk = dict(cfg.ranker)
+        rk.pop("score_all", None)
+        stages.append(Stage("train:ranker",
+                            lambda rk=rk: {"ranker": rk, "base": base_identity(),
+                                           "data": data_identity(), "prompt": fmt.to_json(),
+                                           "validation": path_identity(cfg.validation)
+                                           if cfg.validation else None},
+                            lambda rk=rk, d=d: _train_ranker(cfg, rk, d, fmt),
+                            deps=list(deps), dir=d))
+
+    for e in cfg.evals:
+        settings = {**cfg.evaluate, **{k: v for k, v in e.items() if k in EVAL_KEYS}}
+        for s in students:
+            d = out / "eval" / e["name"] / s
+            use_ranker = asc and (s == "nce" or score_all)
+            stage_deps = (list(deps) if s == "base" else [train_stage[s]]) + \
+                (["train:ranker"] if use_ranker else [])
+            stages.append(Stage(
+                f"eval:{e['name']}:{s}",
+                lambda e=e, s=s, settings=settings, use_ranker=use_ranker: {
+                    "student": s, "settings": settings, "ranker": use_ranker,
+                    "data": path_identity(e["data"]), "base": base_identity()},
+                lambda e=e, s=s, d=d, settings=settings, use_ranker=use_ranker:
+                    _evaluate(cfg, s, e, d, settings, use_ranker, echo),
+                deps=stage_deps, dir=d))
+    return stages
+
+
+def _train(cfg: CompareConfig, student: str, d: Path, knobs: dict, fmt) -> dict:
+    from distill import train as T
+    from distill.trainers import TRAINERS, NATConfig
+
+    where = f"{cfg.path} [train.{student}]"
+    if student in BASELINES:
+        config = training_config(TRAINERS[student][1], d, knobs, where)
+        r = T.train_baseline(student, cfg.train_data, cfg.base, d, config, fmt)
+        return {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss}
+    if student == "nat":
+        neg_knobs = {k[4:]: v for k, v in knobs.items() if k.startswith("neg_")}
+        knobs = {k: v for k, v in knobs.items() if not k.startswith("neg_")}
+        config = training_config(NATConfig, d, knobs, where)
+        neg_config = training_config(NATConfig, d, {**knobs, **neg_knobs}, where) if neg_knobs else None
+        # An attempt interrupted in stage 2 left a finished neg adapter: reuse it.
+        neg = d if (d / "neg" / "adapter_model.safetensors").is_file() else None
+        res = T.train_nat(cfg.train_data, cfg.base, d, config, fmt, neg=neg, neg_config=neg_config)
+        return {k: {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss}
+                for k, r in res.items()}
+    if student == "nce":
+        try:
+            from distill.nce import NCEConfig, train_nce
+        except ImportError as exc:
+            raise CuratorError(f"NCE is not available in this installation ({exc}); remove "
+                               f"nat+nce and nat+nce+asc from [methods] run") from None
+        config = training_config(NCEConfig, d, knobs, where)
+        r = train_nce(cfg.train_data, cfg.base, cfg.out / "students" / "nat", d, config, fmt)
+        return {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss,
+                "beta": r.beta}
+    raise AssertionError(student)
+
+
+def _train_ranker(cfg: CompareConfig, rk: dict, d: Path, fmt) -> dict:
+    from distill.ranker import RankerConfig, train_ranker
+    knobs = {**cfg.train, **rk}
+    base = knobs.pop("base", cfg.base)
+    config = training_config(RankerConfig, d, knobs, f"{cfg.path} [ranker]")
+    r = train_ranker(cfg.train_data, base, d, config, fmt, validation=cfg.validation)
+    return {"pairs": r.pairs, "steps": r.steps, "final_loss": r.final_loss,
+            "heldout_before": r.heldout_before, "heldout_after": r.heldout_after}
+
+
+def _evaluate(cfg: CompareConfig, student: str, e: dict, d: Path, settings: dict,
+              use_ranker: bool, echo) -> dict:
+    from distill.evaluate import EvalConfig, evaluate
+
+    settings = dict(settings)
+    dtype = settings.pop("dtype", cfg.dtype)
+    device = settings.pop("device", None)
+    try:
+        ecfg = EvalConfig(**settings)
+    except TypeError as exc:
+        raise CuratorError(f"{cfg.path} [evaluate]: {exc}") from None
+    adapter = None if student == "base" else cfg.out / "students" / student
+    rep = evaluate(cfg.base, e["data"], d, ecfg, adapter=adapter,
+                   ranker=cfg.out / "ranker" if use_ranker else None, dtype=dtype,
+                   device=device)
+    return {"problems": rep["problems"], "throughput": rep["throughput"]}
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+def collect(cfg: CompareConfig) -> dict:
+    """``{set: {method: report}}`` for every finished evaluation."""
+    from distill.evaluate import REPORT_JSON
+    res: dict[str, dict[str, dict]] = {}
+    for e in cfg.evals:
+        res[e["name"]] = {}
+        for m in cfg.methods:
+            p = cfg.out / "eval" / e["name"] / METHODS[m][0] / REPORT_JSON
+            if p.is_file():
+                res[e["name"]][m] = json.loads(p.read_text())
+    return res
+
+
+def table(cfg: CompareConfig, reports: dict | None = None) -> dict:
+    """The comparison as data: per set and method, the row's rule and its accuracy per
+    subject, Avg (mean over subjects) and All (mean over problems); and every rule's
+    overall accuracy."""
+    from distill.evaluate import subject_order
+    reports = reports if reports is not None else collect(cfg)
+    out: dict = {"name": cfg.name, "base": cfg.base, "methods": cfg.methods, "sets": {}}
+    for e in cfg.evals:
+        per = reports.get(e["name"], {})
+        subjects = subject_order({s for r in per.values() for s in r["counts"]["by_subject"]})
+        rows = {}
+        for m in cfg.methods:
+            r = per.get(m)
+            if r is None:
+                rows[m] = None
+                continue
+            rule = cfg.asc_rule if METHODS[m][1] == "asc_rule" else cfg.rule
+            if rule not in r["accuracy"]:
+                raise CuratorError(f"{cfg.path}: [report] rule {rule!r} is not in the "
+                                   f"evaluation of {m} (has {', '.join(r['rules'])})")
+            a = r["accuracy"][rule]
+            rows[m] = {"rule": rule, "by_subject": a["by_subject"], "avg": a["avg"],
+                       "all": a["all"], "rules": {k: v["all"] for k, v in r["accuracy"].items()},
+                       "problems": r["problems"], "samples": r["samples"]}
+        out["sets"][e["name"]] = {"data": str(e["data"]), "subjects": subjects, "rows": rows}
+    return out
+
+
+def markdown_table(t: dict) -> str:
+    from distill.evaluate import RULE_TITLES, SHORT, pct
+    lines = [f"# {t['name']}: accuracy (%) of each method", "",
+             f"Base model `{t['base']}`. Rows show the rule named in brackets; Avg is the mean "
+             f"over subjects (the paper's), All the mean over problems.", ""]
+    summary_head = "| method | " + " | ".join(f"{n} Avg" for n in t["sets"]) + " |"
+    summary = [summary_head, "|---|" + "---:|" * len(t["sets"])]
+    for m in t["methods"]:
+        cells = []
+        for s in t["sets"].values():
+            row = s["rows"].get(m)
+            cells.append(pct(row["avg"]) if row else "–")
+        summary.append(f"| {TITLES[m]} | " + " | ".join(cells) + " |")
+    for name, s in t["sets"].items():
+        subj = s["subjects"]
+        lines += [f"## {name}", "", f"`{s['data']}`", "",
+                  "| method | " + " | ".join(SHORT.get(x, x) for x in subj) + " | Avg | All |",
+                  "|---|" + "---:|" * (len(subj) + 2)]
+        for m in t["methods"]:
+            row = s["rows"].get(m)
+            if row is None:
+                lines.append(f"| {TITLES[m]} | " + " | ".join("–" for _ in subj) + " | – | – |")
+                continue
+            lines.append(f"| {TITLES[m]} ({RULE_TITLES.get(row['rule'], row['rule'])}) | "
+                         + " | ".join(pct(row["by_subject"].get(x)) for x in subj)
+                         + f" | {pct(row['avg'])} | {pct(row['all'])} |")
+        rules = []
+        for row in s["rows"].values():
+            for k in (row or {}).get("rules", {}):
+                if k not in rules:
+                    rules.append(k)
+        lines += ["", f"Every voting rule on {name} (All):", "",
+                  "| student | " + " | ".join(RULE_TITLES.get(k, k) for k in rules) + " |",
+                  "|---|" + "---:|" * len(rules)]
+        seen = set()
+        for m in t["methods"]:
+            row = s["rows"].get(m)
+            student = METHODS[m][0]
+            if row is None or student in seen:
+                continue
+            seen.add(student)
+            title = TITLES["nat+nce" if student == "nce" else m]
+            lines.append(f"| {title} | " + " | ".join(pct(row["rules"].get(k)) for k in rules) + " |")
+        lines.append("")
+    if len(t["sets"]) > 1:
+        lines += ["## All sets", ""] + summary + [""]
+    return "\n".join(lines) + "\n"
+
+
+def plot_table(t: dict, path: Path) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sets = list(t["sets"])
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(t["methods"]) + 2), 3.8))
+    width = 0.8 / max(1, len(sets))
+    for i, name in enumerate(sets):
+        rows = t["sets"][name]["rows"]
+        ys = [100 * ((rows.get(m) or {}).get("avg") or 0) for m in t["methods"]]
+        ax.bar([j + i * width for j in range(len(t["methods"]))], ys, width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(t["methods"]))])
+    ax.set_xticklabels([TITLES[m] for m in t["methods"]], rotation=25, ha="right")
+    ax.set_ylabel("accuracy (%), Avg over subjects")
+    ax.set_title(t["name"])
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_table(cfg: CompareConfig) -> dict:
+    """``comparison.json``, ``comparison.md`` and ``comparison.png`` in OUT."""
+    t = table(cfg)
+    _write_json_atomic(cfg.out / "comparison.json", t)
+    (cfg.out / "comparison.md").write_text(markdown_table(t))
+    plot_table(t, cfg.out / "comparison.png")
+    return t
+
+
+@dataclass
+class CompareResult:
+    outcomes: list[Outcome]
+    table: dict | None
+    out: Path
+
+
+def compare(config: str | Path, out: str | Path | None = None, redo: tuple[str, ...] = (),
+            dry_run: bool = False, echo: Callable[[str], None] = print) -> CompareResult:
+    """Run (or resume) the comparison described by ``config`` and write the table."""
+    cfg = load_config(config, out)
+    stages = plan(cfg, echo)
+    outcomes = run_stages(stages, cfg.out, redo=redo, dry_run=dry_run, echo=echo)
+    t = None if dry_run else write_table(cfg)
+    return CompareResult(outcomes, t, cfg.out)
