@@ -11,13 +11,15 @@ timer, so waiting never holds a concurrency slot.
 from __future__ import annotations
 
 import asyncio
-import json
+import gc
 import random
 import signal
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
+
+import orjson
 
 from curator.errors import CuratorError, WarehouseBusy
 from curator.ids import sample_id, stable_id
@@ -63,7 +65,7 @@ class EngineOptions:
     max_attempts: int = 6
     truncated: str = "keep"
     max_cost: float | None = None
-    commit_interval: float = 0.5
+    commit_interval: float = 1.0      # seconds between warehouse commits
     rate_safety: float = DEFAULT_SAFETY
     grade_interval: float = 2.0
     backoff_base: float = 0.5          # seconds; doubles per attempt, full jitter
@@ -127,6 +129,7 @@ class Engine:
         self._tokens_per_char = 0.35      # calibrated from `usage` as responses arrive
         self._max_completion: float | None = None    # per sample, for --max-cost
         self._reserved_cost = 0.0
+        self._spent = 0.0        # as responses arrive (stats.spend counts durable ones)
         self._stopping = False
         self._interrupts = 0
         self._remaining = 0
@@ -147,6 +150,12 @@ class Engine:
             self._done.set()
         self.journal.start()
         loop = asyncio.get_running_loop()
+        # Thousands of requests in flight allocate many short-lived objects; collecting
+        # the young generation less often, and never re-scanning the long-lived heap
+        # (modules, the plan), saves a fifth of the client's CPU per request.
+        gc_threshold = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(max(gc_threshold[0], 20_000), gc_threshold[1], gc_threshold[2])
         installed = self._install_signals(loop)
         workers = [asyncio.ensure_future(self._worker())
                    for _ in range(min(self.opts.concurrency, max(1, len(jobs))))]
@@ -168,6 +177,8 @@ class Engine:
             await self._maybe_grade(force=True)
             for sig in installed:
                 loop.remove_signal_handler(sig)
+            gc.set_threshold(*gc_threshold)
+            gc.unfreeze()
             for ep in self.pool.endpoints:
                 try:
                     await ep.client.close()
@@ -233,7 +244,7 @@ class Engine:
                 return
             if self.opts.max_cost is not None:
                 est = self._job_cost_estimate(job)
-                if self.stats.spend + self._reserved_cost + est > self.opts.max_cost:
+                if self._spent + self._reserved_cost + est > self.opts.max_cost:
                     self.stop("max_cost")
                     return
             else:
@@ -284,9 +295,9 @@ class Engine:
                 raise
             except Exception as exc:
                 failure = classify(exc, self.redact)
-                await self._on_failure(job, ep, failure, (time.monotonic() - t0) * 1000)
+                self._on_failure(job, ep, failure, (time.monotonic() - t0) * 1000)
                 return
-            await self._on_reply(job, ep, reply, (time.monotonic() - t0) * 1000,
+            self._on_reply(job, ep, reply, (time.monotonic() - t0) * 1000,
                                  max_tokens * n)
         finally:
             self.pool.release(ep)
@@ -297,7 +308,7 @@ class Engine:
         return {"sample_id": sample_id(job.run.run_id, job.problem_id, i),
                 "run_id": job.run.run_id, "problem_id": job.problem_id, "sample_index": i}
 
-    async def _on_reply(self, job: Job, ep: Endpoint, reply: Reply, latency_ms: float,
+    def _on_reply(self, job: Job, ep: Endpoint, reply: Reply, latency_ms: float,
                         reserved_out: int) -> None:
         self.limiter.observe(reply.headers)
         self.pool.success(ep)
@@ -339,7 +350,7 @@ class Engine:
                 row.update(completion=None, error_class=cls,
                            error="the provider withheld the completion (content filter)"
                            if cls == "content_filter" else "the response has no text")
-                records.append({"table": "samples", **row, "metadata": json.dumps(meta)})
+                records.append({"table": "samples", **row, "metadata": orjson.dumps(meta).decode()})
                 self.stats.final_errors[cls] += 1
                 self.stats.failed += 1
                 finals += 1
@@ -357,27 +368,36 @@ class Engine:
                     continue
                 meta["truncated"] = True
                 truncated += 1
-            records.append({"table": "samples", **row, "metadata": json.dumps(meta)})
+            records.append({"table": "samples", **row, "metadata": orjson.dumps(meta).decode()})
             finals += 1
-        await self.journal.append(records)
-        # Counted only now that the records are on disk.
-        self.stats.prompt_tokens += pt
-        self.stats.completion_tokens += ct
-        self.stats.spend += request_cost
-        self.stats.done += sum(1 for r in records if r["table"] == "samples"
-                               and r.get("completion") is not None)
-        self.stats.truncated += truncated
-        self.stats.recent.append((time.monotonic(), finals, pt + ct))
+        ok = sum(1 for r in records if r["table"] == "samples" and r.get("completion") is not None)
+        self._spent += request_cost
+
+        def durable(err: BaseException | None) -> None:
+            # Counted only now that the records are on disk.
+            if err is not None:
+                self._journal_failed(err)
+                return
+            self.stats.prompt_tokens += pt
+            self.stats.completion_tokens += ct
+            self.stats.spend += request_cost
+            self.stats.done += ok
+            self.stats.truncated += truncated
+            self.stats.recent.append((time.monotonic(), finals, pt + ct))
+            self._remaining -= finals
+            self._check_done()
+
+        # The worker does not wait for the fsync: it takes its next job at once.
+        self.journal.append(records, durable)
         if k:
             longest = max(cts)
             self._max_completion = longest if self._max_completion is None else max(
                 self._max_completion, longest)
-        self._remaining -= finals
         if retry:
             self._queue.put_nowait(Job(job.run, job.problem_id, retry, job.messages,
                                        job.prompt_chars, job.attempt + 1))
 
-    async def _on_failure(self, job: Job, ep: Endpoint, f: Failure, latency_ms: float) -> None:
+    def _on_failure(self, job: Job, ep: Endpoint, f: Failure, latency_ms: float) -> None:
         self.limiter.observe(f.headers)
         if f.error_class in ("server", "timeout", "connection", "bad_response"):
             self.pool.failure(ep)
@@ -394,22 +414,36 @@ class Engine:
                                                     f.request_id, time.time()),
                             "endpoint": ep.url})
             if give_up and not f.fatal:
-                records.append({"table": "samples", **base, **common, "metadata": json.dumps(
-                    {"endpoint": ep.url, "attempts": job.attempt + 1})})
-        await self.journal.append(records)
+                records.append({"table": "samples", **base, **common, "metadata": orjson.dumps(
+                    {"endpoint": ep.url, "attempts": job.attempt + 1}).decode()})
+        n = len(job.indexes)
+
+        def durable(err: BaseException | None) -> None:
+            if err is not None:
+                self._journal_failed(err)
+            elif give_up and not f.fatal:
+                self.stats.failed += n
+                self.stats.final_errors[f.error_class] += n
+                self._remaining -= n
+                self._check_done()
+
+        self.journal.append(records, durable)
         if f.fatal:
             self.fatal = f
             self.stop(f"fatal:{f.error_class}")
             return
         if give_up:
-            self.stats.failed += len(job.indexes)
-            self.stats.final_errors[f.error_class] += len(job.indexes)
-            self._remaining -= len(job.indexes)
             return
         job.attempt += 1
         delay = backoff_delay(job.attempt - 1, base=self.opts.backoff_base,
                               cap=self.opts.backoff_cap, server_hint=f.retry_after, rng=self.rng)
         asyncio.get_running_loop().call_later(delay, self._requeue, job)
+
+    def _journal_failed(self, err: BaseException) -> None:
+        if self.error is None:
+            self.error = CuratorError(f"cannot write the journal in {self.journal.dir}: {err}; "
+                                      "stopping, since no response could be kept safely")
+        self.stop("error")
 
     def _check_done(self) -> None:
         if self._remaining <= 0 or (self._stopping and self.stats.in_flight == 0):

@@ -49,14 +49,15 @@ class _Segment:
 class _Pending:
     records: list[dict]
     data: bytes
-    future: asyncio.Future
+    on_durable: object          # called once the records are on disk
 
 
 class Journal:
     """Append-only, fsync'd, group-committed: records appended while an fsync is in
-    progress share the next one. Records that are on disk wait in :meth:`take` for the
-    committer, so a worker cancelled after its response was received (Ctrl-C) does
-    not keep its records from the warehouse."""
+    progress share the next one. Appending does not wait: the caller's callback runs
+    once the records are on disk, and only then does a response count as done. Records
+    on disk wait in :meth:`take` for the committer, so a worker cancelled after its
+    response was received (Ctrl-C) does not keep its records from the warehouse."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,7 @@ class Journal:
         self._stopping = False
         self._open_segment()
         self.fsyncs = 0
+        self.error: BaseException | None = None
 
     def _open_segment(self) -> _Segment:
         path = self.dir / f"{self.stem}-{self._seq:04d}.jsonl"
@@ -89,14 +91,15 @@ class Journal:
         self._wake = asyncio.Event()
         self._task = asyncio.ensure_future(self._flusher())
 
-    async def append(self, records: list[dict]) -> None:
-        """Returns once the records are on disk."""
+    def append(self, records: list[dict], on_durable=None) -> None:
+        """Queue records for the next fsync; ``on_durable()`` runs once they are on disk."""
         data = b"".join(orjson.dumps(r) + b"\n" for r in records)
-        p = _Pending(records, data, asyncio.get_running_loop().create_future())
-        self._queue.append(p)
+        self._queue.append(_Pending(records, data, on_durable))
         self._wake.set()
-        # shielded: once handed over, the write completes even if the caller is cancelled
-        await asyncio.shield(p.future)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
 
     def take(self) -> list[tuple[_Segment, list[dict]]]:
         """Records on disk and not yet handed to the warehouse, by segment."""
@@ -131,9 +134,11 @@ class Journal:
                 # not cancellable half-way: stop() waits for the queue to drain instead
                 await asyncio.shield(asyncio.to_thread(self._write_sync, blob, seg))
             except Exception as exc:
+                # A journal that cannot be written makes nothing durable: stop the run.
+                self.error = exc
                 for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+                    if p.on_durable is not None:
+                        p.on_durable(exc)
                 continue
             self.fsyncs += 1
             seg.bytes += len(blob)
@@ -141,8 +146,8 @@ class Journal:
             seg.written += len(records)
             self._durable.append((seg, records))
             for p in batch:
-                if not p.future.done():
-                    p.future.set_result(None)
+                if p.on_durable is not None:
+                    p.on_durable(None)
             if seg.bytes >= SEGMENT_BYTES:
                 seg.closed = True
                 self._open_segment()
