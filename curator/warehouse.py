@@ -134,13 +134,15 @@ class Warehouse:
 
     def _needs_upgrade(self, con: duckdb.DuckDBPyConnection) -> bool:
         try:
-            applied = con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+            applied = {r[0] for r in con.execute("SELECT version FROM schema_migrations").fetchall()}
             views = con.execute(
-                "SELECT value FROM warehouse_meta WHERE key = 'views_hash'").fetchone()
+                "SELECT value FROM warehouse_meta WHERE key = 'views_hash'").fetchall()
         except duckdb.CatalogException:
             return True
-        latest = max((v for v, _, _ in migrations()), default=0)
-        return applied < latest or views is None or views[0] != self._views_hash()
+        # Compare the whole set, not the highest number: a migration numbered below one
+        # already applied (written on another branch) must still be applied.
+        missing = {v for v, _, _ in migrations()} - applied
+        return bool(missing) or not views or views[0][0] != self._views_hash()
 
     def _views_hash(self) -> str:
         return hashlib.sha256(_views_sql().encode()).hexdigest()

@@ -103,3 +103,19 @@ def test_lock_wait_gives_up_with_a_clear_error(db_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_migration_numbered_below_an_applied_one_is_still_applied(db_path, tmp_path, monkeypatch):
+    extra = tmp_path / "migrations"
+    extra.mkdir()
+    for v, name, sql in warehouse_mod.migrations():
+        (extra / f"{v:03d}_{name}.sql").write_text(sql)
+    (extra / "900_later.sql").write_text("CREATE TABLE later_one (a INT);")
+    real = warehouse_mod.contract_dir
+    monkeypatch.setattr(warehouse_mod, "contract_dir",
+                        lambda name: extra if name == "migrations" else real(name))
+    Warehouse(db_path).init()
+    (extra / "899_gap.sql").write_text("CREATE TABLE gap_one (a INT);")
+    with Warehouse(db_path).read() as con:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert {"later_one", "gap_one"} <= tables
