@@ -325,9 +325,6 @@ def load_adapter(peft_model, path: str | Path, adapter: str, trainable: bool = F
     """Load an adapter saved by :func:`save_adapter` (or any peft LoRA adapter) into an
     existing peft model under the name ``adapter``, gate included, strictly: every saved
     tensor must find its parameter and vice versa."""
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
     from curator.errors import CuratorError
 
     path = Path(path)
@@ -344,7 +341,18 @@ def load_adapter(peft_model, path: str | Path, adapter: str, trainable: bool = F
     gate_file = path / GATE_FILE
     if gate_file.is_file():
         add_gates(peft_model, adapter, GateConfig(**json.loads(gate_file.read_text())))
-    weights_file = path / "adapter_model.safetensors"
+    load_adapter_weights(peft_model, path, adapter)
+
+
+def load_adapter_weights(peft_model, path: str | Path, adapter: str) -> None:
+    """Overwrite the weights of the existing adapter ``adapter`` (gate included) with
+    those saved in ``path``, strictly, without touching ``requires_grad``."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from curator.errors import CuratorError
+
+    weights_file = Path(path) / "adapter_model.safetensors"
     if not weights_file.is_file():
         raise CuratorError(f"{path}: no adapter_model.safetensors")
     state = load_file(str(weights_file))

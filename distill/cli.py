@@ -31,7 +31,8 @@ console = Console(stderr=True)
 
 # -- shared options ------------------------------------------------------------------------
 
-Data = Annotated[Path, typer.Option("--data", help="`curator export` output: .jsonl[.gz], .parquet or a save_to_disk directory.")]
+Data = Annotated[Path, typer.Option("--data", help="`curator export` output: its directory, a .jsonl[.gz]/.parquet file, or a save_to_disk directory.")]
+Split = Annotated[str, typer.Option("--split", help="Split to train on when --data is an export directory.")]
 Base = Annotated[str, typer.Option("--base", help="Base causal LM: a local directory (e.g. from `distill init-tiny`) or a hub name.")]
 Out = Annotated[Path, typer.Option("--out", help="Output directory (adapters, training_args.json, loss curves).")]
 Epochs = Annotated[float, typer.Option("--epochs", help="Training epochs.")]
@@ -54,6 +55,8 @@ GradCkpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recomp
 LogSteps = Annotated[int, typer.Option("--logging-steps", help="Log the loss every N optimiser steps.")]
 Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps.")]
 Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
+SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimiser steps into OUT/.../checkpoints (0: only the final adapter).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint.")]
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Knobs:
     logging_steps: int
     warmup_steps: int
     cpu: bool
+    save_steps: int = 0
 
     def config(self, cls, out: Path, **extra):
         if self.bf16 and self.fp16:
@@ -92,7 +96,9 @@ class Knobs:
                    activation_checkpointing=self.gradient_checkpointing,
                    activation_checkpointing_kwargs={"use_reentrant": False},
                    logging_steps=self.logging_steps, warmup_steps=self.warmup_steps,
-                   use_cpu=self.cpu or not _cuda(), **extra)
+                   use_cpu=self.cpu or not _cuda(),
+                   save_strategy="steps" if self.save_steps > 0 else "no",
+                   save_steps=self.save_steps if self.save_steps > 0 else 500, **extra)
 
 
 def _cuda() -> bool:
@@ -142,7 +148,7 @@ def init_tiny(
 
 @app.command()
 def train(
-    data: Data, base: Base, out: Out,
+    data: Data, base: Base, out: Out, split: Split = "train",
     method: Annotated[str, typer.Option(help="sft (CoT KD: positives), mix (both, labels ignored), nt (negative weight), ul (unlikelihood), cl (contrastive).")] = "sft",
     neg_weight: Annotated[float, typer.Option(help="nt: weight of negatives' likelihood.")] = -0.05,
     ul_weight: Annotated[float, typer.Option(help="ul: weight of the unlikelihood term.")] = 1.0,
@@ -156,6 +162,7 @@ def train(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+    save_steps: SaveSteps = 0, resume: Resume = False,
 ) -> None:
     """Train one LoRA adapter with a baseline method of the paper."""
     from distill.train import METHODS, train_baseline
@@ -165,19 +172,20 @@ def train(
         raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
                   lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
-                  gradient_checkpointing, logging_steps, warmup_steps, cpu)
+                  gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
     extra = {"nt": {"neg_weight": neg_weight}, "ul": {"ul_weight": ul_weight},
              "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
                     "cl_group_size": cl_group_size}}.get(method, {})
     config = knobs.config(TRAINERS[method][1], out, **extra)
     result = train_baseline(method, data, base, out, config,
-                            prompt_format(prompt_template, chat_template))
+                            prompt_format(prompt_template, chat_template), split=split,
+                            resume=resume)
     _report({method: result})
 
 
 @app.command()
 def nat(
-    data: Data, base: Base, out: Out,
+    data: Data, base: Base, out: Out, split: Split = "train",
     neg: Annotated[Optional[Path], typer.Option("--neg", help="Skip stage 1: use the finished neg adapter of this NAT output (or adapter) directory.")] = None,
     gate_width: Annotated[int, typer.Option(help="Integration gate attention/value width.")] = 128,
     gate_beta: Annotated[float, typer.Option(help="beta: the signed mixing weight lies in [-beta, beta].")] = 0.5,
@@ -192,6 +200,7 @@ def nat(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+    save_steps: SaveSteps = 0, resume: Resume = False,
 ) -> None:
     """NAT: stage 1 trains the `neg` adapter on negatives; stage 2 freezes it and trains
     the `pos` adapter and the integration gates on positives."""
@@ -202,7 +211,7 @@ def nat(
 
     knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
                   lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
-                  gradient_checkpointing, logging_steps, warmup_steps, cpu)
+                  gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
     gate = {"gate_width": gate_width, "gate_beta": gate_beta, "gate_temperature": gate_temperature}
     config = knobs.config(NATConfig, out, **gate)
     neg_config = None
@@ -212,7 +221,7 @@ def nat(
                                  lr=lr if neg_lr is None else neg_lr)
         neg_config = k1.config(NATConfig, out, **gate)
     results = train_nat(data, base, out, config, prompt_format(prompt_template, chat_template),
-                        neg=neg, neg_config=neg_config)
+                        neg=neg, neg_config=neg_config, split=split, resume=resume)
     _report(results)
 
 
@@ -230,6 +239,7 @@ def generate(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences sampled together.")] = 16,
     seed: Seed = 0,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Split to read when --data is a directory with several.")] = None,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the run's model (default: student:<adapter dir>:<mode>).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
@@ -244,7 +254,8 @@ def generate(
     from distill.models import default_device
     from distill.student import load_student
 
-    problems = read_eval(data)[:limit] if limit else read_eval(data)
+    problems = read_eval(data, split)
+    problems = problems[:limit] if limit else problems
     model, tokenizer, fmt, modes = load_student(base, adapter, dtype=dtype,
                                                 device=device or default_device())
     mode = mode or modes[0]
@@ -262,6 +273,9 @@ def generate(
                      progress=lambda k: progress.advance(task, k)):
             n += 1
     console.print(f"{n} new samples from {name} appended to {out}")
+
+
+from distill import cli_asc as _asc; _asc.register(app)  # noqa: E402  ranker, eval, compare
 
 
 def main() -> None:

@@ -118,7 +118,33 @@ def _iter_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
         raise InputError(f"cannot read as UTF-8 JSONL: {exc}", str(path)) from None
 
 
-def _arrow_rows(path: Path):
+# Data files inside an export directory (its manifest.json is not one).
+_DATA_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+def _is_hf_dir(path: Path) -> bool:
+    return any((path / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json"))
+
+
+def resolve_split(path: Path, split: str | None) -> Path:
+    """An export directory (``<split>.jsonl``/``.parquet`` files, as `curator export`
+    writes them) -> the file of ``split``; the only data file when ``split`` is None."""
+    if not path.is_dir() or _is_hf_dir(path):
+        return path
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.name.endswith(_DATA_SUFFIXES))
+    if split is not None:
+        hits = [f for f in files if f.name.split(".")[0] == split]
+        if not hits:
+            raise InputError(f"no {split}.jsonl or {split}.parquet here (has "
+                             f"{[f.name for f in files] or 'no data files'}); use --split", str(path))
+        return hits[0]
+    if len(files) == 1:
+        return files[0]
+    raise InputError(f"several data files {[f.name for f in files] or '(none)'}; "
+                     f"choose one with --split", str(path))
+
+
+def _arrow_rows(path: Path, split: str | None):
     """A ``datasets.Dataset`` from a Parquet file or a ``save_to_disk`` directory."""
     import datasets
     if path.is_dir():
@@ -128,10 +154,12 @@ def _arrow_rows(path: Path):
             raise InputError(f"not a Hugging Face save_to_disk directory: {exc}",
                              str(path)) from None
         if isinstance(ds, datasets.DatasetDict):
-            if len(ds) != 1:
-                raise InputError(f"holds several splits {sorted(ds)}; pass the directory "
-                                 f"of one split (e.g. {path / next(iter(ds))})", str(path))
-            ds = next(iter(ds.values()))
+            if split is not None and split in ds:
+                ds = ds[split]
+            elif len(ds) == 1:
+                ds = next(iter(ds.values()))
+            else:
+                raise InputError(f"holds splits {sorted(ds)}; choose one with --split", str(path))
         return ds
     import pyarrow.parquet as pq
     try:
@@ -141,15 +169,20 @@ def _arrow_rows(path: Path):
     return datasets.Dataset(table)
 
 
-def read_records(path: str | Path, schema_name: str = EXPORT_SCHEMA) -> list[dict]:
-    """All records of an export file, each validated against ``schema_name``.
+def read_records(path: str | Path, schema_name: str = EXPORT_SCHEMA,
+                 split: str | None = None) -> list[dict]:
+    """All records of an export, each validated against ``schema_name``.
 
-    JSONL (``.jsonl``, ``.json``, ``.jsonl.gz``) is read line by line so that errors name
-    the line; Parquet and ``save_to_disk`` directories are read with ``datasets`` and errors
-    name the row (1-based). Raises :class:`InputError` on the first invalid record."""
+    ``path`` is a file, an export directory (``split`` picks ``<split>.jsonl`` or
+    ``.parquet``), or a ``save_to_disk`` directory (``split`` picks a split of a
+    DatasetDict). JSONL (``.jsonl``, ``.json``, ``.jsonl.gz``) is read line by line so
+    that errors name the line; Parquet and ``save_to_disk`` data are read with ``datasets``
+    and errors name the row (1-based). Raises :class:`InputError` on the first invalid
+    record."""
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", str(path))
+    path = resolve_split(path, split)
     validator = RecordValidator(schema_name)
     what = "`curator export`" if schema_name == EXPORT_SCHEMA else "`curator export-eval`"
     name = path.name.lower()
@@ -157,7 +190,7 @@ def read_records(path: str | Path, schema_name: str = EXPORT_SCHEMA) -> list[dic
         rows: Iterable[tuple[int | None, Any]] = _iter_jsonl(path)
         where = "line"
     elif path.is_dir() or name.endswith(".parquet"):
-        ds = _arrow_rows(path)
+        ds = _arrow_rows(path, split)
         rows = enumerate(ds, 1)
         where = "row"
     else:
@@ -177,21 +210,22 @@ def read_records(path: str | Path, schema_name: str = EXPORT_SCHEMA) -> list[dic
     return out
 
 
-def read_export(path: str | Path) -> list[dict]:
-    """Training records (rationales labelled positive/negative) of a `curator export`."""
-    return read_records(path, EXPORT_SCHEMA)
+def read_export(path: str | Path, split: str | None = "train") -> list[dict]:
+    """Training records (rationales labelled positive/negative) of a `curator export`
+    (its ``split`` when ``path`` is an export directory)."""
+    return read_records(path, EXPORT_SCHEMA, split)
 
 
-def read_eval(path: str | Path) -> list[dict]:
+def read_eval(path: str | Path, split: str | None = None) -> list[dict]:
     """Evaluation problems of a `curator export-eval`. An export file (training records)
     is accepted too, one problem per distinct ``problem_id``, since both carry the
     question and the reference answer."""
     path = Path(path)
     try:
-        return read_records(path, EVAL_SCHEMA)
+        return read_records(path, EVAL_SCHEMA, split)
     except InputError as eval_err:
         try:
-            records = read_records(path, EXPORT_SCHEMA)
+            records = read_records(path, EXPORT_SCHEMA, split)
         except InputError:
             raise eval_err from None
     seen: dict[str, dict] = {}

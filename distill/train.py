@@ -11,6 +11,7 @@ benchmarks and methods built on top (NCE trains a third adapter on the same mode
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -32,6 +33,7 @@ from distill.trainers import TRAINERS, DistillConfig, NATConfig, NATTrainer, Neg
 log = logging.getLogger(__name__)
 
 METHODS = ("sft", "mix", "nt", "ul", "cl")
+CHECKPOINTS = "checkpoints"
 
 
 @dataclass
@@ -95,23 +97,47 @@ def build_baseline(method: str, records: list[dict], base: str | Path, config: D
     return trainer, report
 
 
+def checkpointing(config: DistillConfig, out: Path) -> DistillConfig:
+    """``config`` writing its checkpoints (``--save-steps``) to ``out/checkpoints``."""
+    config = copy.copy(config)
+    config.output_dir = str(out / CHECKPOINTS)
+    return config
+
+
+def fit(trainer, resume: bool) -> None:
+    """Train, continuing from the last checkpoint in the trainer's output directory when
+    ``resume`` and one exists."""
+    from transformers.trainer_utils import get_last_checkpoint
+    last = None
+    if resume and Path(trainer.args.output_dir).is_dir():
+        last = get_last_checkpoint(trainer.args.output_dir)
+    if last:
+        log.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+
+
 def _finish(trainer, adapter: str, out: Path, title: str, report: D.EncodeReport) -> TrainResult:
-    """Save the trained adapter, its hyper-parameters and loss curve (main process only)."""
+    """Save the trained adapter, its hyper-parameters and loss curve, and drop the
+    intermediate checkpoints (main process only)."""
     points = trainer.curve.points
     if trainer.is_world_process_zero():
         save_adapter(trainer.model, adapter, out)
         (out / "training_args.json").write_text(trainer.args.to_json_string())
         trainer.curve.write(out, title)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return TrainResult(out, len(trainer.train_dataset), trainer.state.global_step,
                        points[-1]["loss"] if points else None, points, report)
 
 
 def train_baseline(method: str, data: str | Path, base: str | Path, out: str | Path,
-                   config: DistillConfig, fmt: D.PromptFormat = D.PromptFormat()) -> TrainResult:
-    """Train one LoRA adapter with ``method`` (sft, mix, nt, ul, cl) on an export."""
+                   config: DistillConfig, fmt: D.PromptFormat = D.PromptFormat(),
+                   split: str = "train", resume: bool = False) -> TrainResult:
+    """Train one LoRA adapter with ``method`` (sft, mix, nt, ul, cl) on an export;
+    ``resume`` continues from the last ``--save-steps`` checkpoint in ``out``."""
     out = Path(out)
-    trainer, report = build_baseline(method, D.read_export(data), base, config, fmt)
-    trainer.train()
+    trainer, report = build_baseline(method, D.read_export(data, split), base,
+                                     checkpointing(config, out), fmt)
+    fit(trainer, resume)
     res = _finish(trainer, DEFAULT_ADAPTER, out, f"{method}: {Path(str(base)).name}", report)
     if trainer.is_world_process_zero():
         write_manifest(out, kind="lora", method=method, base_model=str(base), data=str(data),
@@ -173,13 +199,17 @@ def snapshot(model, adapter: str) -> dict[str, torch.Tensor]:
 
 def train_nat(data: str | Path, base: str | Path, out: str | Path, config: NATConfig,
               fmt: D.PromptFormat = D.PromptFormat(), neg: str | Path | None = None,
-              neg_config: DistillConfig | None = None) -> dict[str, TrainResult]:
+              neg_config: DistillConfig | None = None,
+              split: str = "train", resume: bool = False) -> dict[str, TrainResult]:
     """NAT (METHOD.md step 1). Stage 1 trains ``neg`` on the negatives (skipped when
-    ``neg`` names a finished stage 1, e.g. an interrupted run's output); stage 2 freezes
-    it and trains ``pos`` + the integration gates on the positives, on the same model
-    instance. ``neg_config`` overrides stage 1's knobs (default: ``config``'s)."""
+    ``neg`` names a finished stage 1); stage 2 freezes it and trains ``pos`` + the
+    integration gates on the positives, on the same model instance. ``neg_config``
+    overrides stage 1's knobs (default: ``config``'s). ``resume``: reuse ``out/neg`` if it
+    is finished, and continue each stage from its last ``--save-steps`` checkpoint."""
     out = Path(out)
-    records = D.read_export(data)
+    if resume and neg is None and (out / NEG / "adapter_model.safetensors").is_file():
+        neg = out / NEG
+    records = D.read_export(data, split)
     positives = D.select(records, ("positive",))
     negatives = D.select(records, ("negative",))
     if not positives:
@@ -198,15 +228,17 @@ def train_nat(data: str | Path, base: str | Path, out: str | Path, config: NATCo
     else:
         if not negatives:
             raise CuratorError(f"{data}: no negative rationales; NAT stage 1 trains on them")
-        trainer, report = build_nat_stage1(model, negatives, tokenizer, neg_config or config, fmt)
-        trainer.train()
+        trainer, report = build_nat_stage1(model, negatives, tokenizer,
+                                           checkpointing(neg_config or config, out / NEG), fmt)
+        fit(trainer, resume)
         results[NEG] = _finish(trainer, NEG, out / NEG, f"NAT stage 1 (neg): {name}", report)
         model = trainer.model
         del trainer
 
-    trainer, report = build_nat_stage2(model, positives, tokenizer, config, fmt)
+    trainer, report = build_nat_stage2(model, positives, tokenizer,
+                                       checkpointing(config, out / POS), fmt)
     before = snapshot(trainer.model, NEG)
-    trainer.train()
+    fit(trainer, resume)
     changed = [n for n, p in snapshot(trainer.model, NEG).items() if not torch.equal(before[n], p)]
     if changed:
         raise RuntimeError(f"stage 2 modified the frozen neg adapter: {changed[:3]}")

@@ -143,6 +143,23 @@ class DistillTrainer(Trainer):
         with adapter_mode(self.model, self.mode):
             return super().train(*args, **kwargs)
 
+    def trained_adapters(self) -> list[str]:
+        """Adapters with trainable parameters (what checkpoints must restore)."""
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        return [a for a in getattr(self.model, "peft_config", {}) if any(f".{a}." in n for n in names)]
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # Trainer's peft path re-loads every adapter of the checkpoint and makes the active
+        # one trainable, which would unfreeze NAT's neg adapter; restore only the trained
+        # adapters' weights, in place. (FSDP checkpoints keep Trainer's own path.)
+        if self.is_fsdp_enabled:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        from distill.adapters import load_adapter_weights
+        root = Path(resume_from_checkpoint)
+        for adapter in self.trained_adapters():
+            sub = root / adapter
+            load_adapter_weights(self.model, sub if sub.is_dir() else root, adapter)
+
 
 class SFTTrainer(DistillTrainer):
     """Mean next-token negative log-likelihood (CoT KD, MIX, NAT stage 1)."""
@@ -195,14 +212,15 @@ TRAINERS = {"sft": (SFTTrainer, SFTConfig), "mix": (SFTTrainer, SFTConfig),
 
 @dataclass
 class LossCurve(TrainerCallback):
-    """Collects the logged training loss (global mean per token) and learning rate."""
+    """The logged training loss (global mean per target token), learning rate and
+    gradient norm per optimiser step, taken from the trainer state's log history (which
+    a resumed run restores from its checkpoint, so the curve covers the whole run)."""
     points: list[dict] = field(default_factory=list)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.points.append({"step": state.global_step, "epoch": logs.get("epoch"),
-                                "loss": logs["loss"], "learning_rate": logs.get("learning_rate"),
-                                "grad_norm": logs.get("grad_norm")})
+        self.points = [{"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
+                        "learning_rate": h.get("learning_rate"), "grad_norm": h.get("grad_norm")}
+                       for h in state.log_history if "loss" in h]
 
     def write(self, out_dir: str | Path, title: str) -> tuple[Path, Path]:
         """``loss_curve.json`` and ``loss_curve.png`` in ``out_dir``."""

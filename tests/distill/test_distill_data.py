@@ -51,6 +51,30 @@ def test_invalid_record_names_file_and_line(export_file, tmp_path, mutate, expec
     assert f"{p}:7" in str(e.value) and expect in str(e.value)
 
 
+def test_export_directories_and_splits(export_file, tmp_path):
+    """`curator export` writes <split>.jsonl|.parquet files or a DatasetDict."""
+    import datasets
+    recs = _records(export_file)
+    (tmp_path / "jsonl").mkdir()
+    (tmp_path / "jsonl" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[:30]))
+    (tmp_path / "jsonl" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs[30:]))
+    (tmp_path / "jsonl" / "manifest.json").write_text("{}")
+    assert D.read_export(tmp_path / "jsonl") == recs[:30]
+    assert D.read_export(tmp_path / "jsonl", "test") == recs[30:]
+    with pytest.raises(InputError, match="no validation.jsonl"):
+        D.read_export(tmp_path / "jsonl", "validation")
+    with pytest.raises(InputError, match="several data files"):
+        D.read_eval(tmp_path / "jsonl")
+    (tmp_path / "jsonl" / "train.jsonl").unlink()
+    assert len(D.read_eval(tmp_path / "jsonl")) == len({r["problem_id"] for r in recs[30:]})
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_list(recs[:30]),
+                               "test": datasets.Dataset.from_list(recs[30:])})
+    dd.save_to_disk(str(tmp_path / "hf"))
+    assert D.read_export(tmp_path / "hf", "test") == recs[30:]
+    with pytest.raises(InputError, match="choose one with --split"):
+        D.read_records(tmp_path / "hf", D.EXPORT_SCHEMA, None)
+
+
 def test_invalid_parquet_row_is_located(export_file, tmp_path):
     import datasets
     recs = _records(export_file)

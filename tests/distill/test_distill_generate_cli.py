@@ -95,7 +95,13 @@ def test_cli_main_job(tmp_path, export_file, eval_file):
     recs = [json.loads(x) for x in (tmp_path / "nat.jsonl").read_text().splitlines()]
     assert len(recs) == 12 and {r["model"] for r in recs} == {"student:nat:nat"}
 
-    _invoke("train", *common, "--method", "sft", "--out", tmp_path / "sft", "--train-on-prompt")
+    _invoke("nat", *common, "--out", tmp_path / "nat", "--gate-width", 8, "--resume")
+    manifest = json.loads((tmp_path / "nat" / "distill.json").read_text())
+    assert manifest["neg_from"] == str(tmp_path / "nat" / "neg") and "neg" not in manifest["stages"]
+
+    _invoke("train", *common, "--method", "sft", "--out", tmp_path / "sft", "--train-on-prompt",
+            "--save-steps", 1)
+    assert not (tmp_path / "sft" / "checkpoints").exists()  # removed once the adapter is saved
     for f in ("adapter_config.json", "adapter_model.safetensors", "training_args.json",
               "loss_curve.json", "loss_curve.png", "distill.json"):
         assert (tmp_path / "sft" / f).is_file(), f

@@ -177,3 +177,38 @@ def test_nat_trains_in_bf16(tiny_model, export_file, tmp_path):
     assert layer.base_layer.weight.dtype == torch.bfloat16
     assert all(torch.isfinite(v).all() for v in w.values())
     assert all(p["loss"] == p["loss"] for p in t.curve.points)  # no NaN
+
+
+def test_interrupted_nat_resumes_to_the_same_weights(tiny_model, export_file, tmp_path,
+                                                     monkeypatch):
+    """Stage 1 finished and stage 2 checkpointed at step 2, killed at step 3: --resume
+    keeps stage 1, continues stage 2 from its checkpoint, and ends where an uninterrupted
+    run ends."""
+    from distill.trainers import DistillTrainer
+    cfg = _cfg(NATConfig, tmp_path, gate_width=16, max_steps=4, save_strategy="steps",
+               save_steps=2, train_sampling_strategy="sequential")
+    train_nat(export_file, tiny_model, tmp_path / "whole", cfg)
+
+    real_step = DistillTrainer.training_step
+
+    def dying_step(self, model, inputs, num_items_in_batch=None):
+        if self.mode == "nat" and self.state.global_step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(DistillTrainer, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_nat(export_file, tiny_model, tmp_path / "cut", cfg)
+    assert (tmp_path / "cut" / NEG / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "cut" / POS / "checkpoints" / "checkpoint-2").is_dir()
+    monkeypatch.setattr(DistillTrainer, "training_step", real_step)
+
+    res = train_nat(export_file, tiny_model, tmp_path / "cut", cfg, resume=True)
+    assert set(res) == {POS} and res[POS].steps == 4
+    assert [p["step"] for p in res[POS].curve] == [1, 2, 3, 4]
+    assert not (tmp_path / "cut" / POS / "checkpoints").exists()
+    for stage in (NEG, POS):
+        a = load_file(str(tmp_path / "whole" / stage / "adapter_model.safetensors"))
+        b = load_file(str(tmp_path / "cut" / stage / "adapter_model.safetensors"))
+        assert a.keys() == b.keys()
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), stage
