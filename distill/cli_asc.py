@@ -128,7 +128,8 @@ def register(app: typer.Typer) -> None:
         from distill.compare import compare as run
 
         res = run(config, out, redo=tuple(redo or ()), dry_run=dry_run,
-                  echo=lambda s: console.print(s, highlight=False, soft_wrap=True))
+                  echo=lambda s: console.print(s, highlight=False, soft_wrap=True,
+                                               markup=False, emoji=False))
         ran = sum(o.status == "ran" for o in res.outcomes)
         skipped = sum(o.status == "skipped" for o in res.outcomes)
         console.print(f"{ran} stages ran, {skipped} skipped (finished before)")

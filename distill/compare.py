@@ -268,6 +268,10 @@ class Stage:
     run: Callable[[], dict | None]         # does the work; returns details for the marker
     deps: list[str] = field(default_factory=list)
     dir: Path | None = None                # its own output directory (cleared when stale)
+    # What the directory's content depends on, when that is less than the fingerprint:
+    # an evaluation asked for more samples keeps the ones it has (default: fingerprint).
+    keep: Callable[[], dict] | None = None
+    keep_deps: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -329,7 +333,9 @@ def run_stages(stages: list[Stage], out: Path, redo: tuple[str, ...] = (),
             continue
         echo(f"[{i}/{len(stages)}] {st.name}: running")
         if st.dir is not None:
-            _prepare_dir(st.dir, fp)
+            keep = fp if st.keep is None else fingerprint(
+                {"keep": st.keep(), "deps": [run_ids[d] for d in st.keep_deps]})
+            _prepare_dir(st.dir, keep)
         start = time.perf_counter()
         info = st.run() or {}
         seconds = time.perf_counter() - start
@@ -355,9 +361,9 @@ STAMP = ".stage-fingerprint"
 
 
 def _prepare_dir(d: Path, fp: str) -> None:
-    """A stage's directory holds the work of one fingerprint: a directory left by an
-    interrupted attempt with the same fingerprint is kept (evaluations resume from it),
-    anything else of ours is cleared. A non-empty directory we did not create is refused."""
+    """A stage's directory holds the work of one fingerprint (or keep key): a directory
+    left by an attempt with the same one is kept (evaluations resume from it), anything
+    else of ours is cleared. A non-empty directory we did not create is refused."""
     stamp = d / STAMP
     if d.exists() and any(d.iterdir()):
         if not stamp.is_file():
@@ -466,7 +472,7 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
         rk = dict(cfg.ranker)
         rk.pop("score_all", None)
         stages.append(Stage("train:ranker",
-                            lambda rk=rk: {"ranker": rk, "base": base_identity(),
+                            lambda rk=rk: {"ranker": {**cfg.train, **rk}, "base": base_identity(),
                                            "data": data_identity(), "prompt": fmt.to_json(),
                                            "validation": path_identity(cfg.validation)
                                            if cfg.validation else None},
@@ -480,6 +486,7 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
             use_ranker = asc and (s == "nce" or score_all)
             stage_deps = (list(deps) if s == "base" else [train_stage[s]]) + \
                 (["train:ranker"] if use_ranker else [])
+            student_deps = [x for x in stage_deps if x != "train:ranker"]
             stages.append(Stage(
                 f"eval:{e['name']}:{s}",
                 lambda e=e, s=s, settings=settings, use_ranker=use_ranker: {
@@ -487,7 +494,15 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
                     "data": path_identity(e["data"]), "base": base_identity()},
                 lambda e=e, s=s, d=d, settings=settings, use_ranker=use_ranker:
                     _evaluate(cfg, s, e, d, settings, use_ranker, echo),
-                deps=stage_deps, dir=d))
+                deps=stage_deps, dir=d,
+                # Samples stay valid while the student and the sampling settings do (more
+                # samples, other problems or another ranker reuse them; scores are keyed
+                # by ranker inside the evaluation).
+                keep=lambda e=e, s=s, settings=settings: {
+                    "student": s, "data": path_identity(e["data"]), "base": base_identity(),
+                    "sampling": {k: settings.get(k) for k in ("temperature", "top_p",
+                                                              "max_new_tokens", "dtype")}},
+                keep_deps=student_deps))
     return stages
 
 

@@ -332,7 +332,8 @@ def train_ranker(data: str | Path, base: str | Path, out: str | Path, config: Ra
                  fmt: D.PromptFormat = D.PromptFormat(), validation: str | Path | None = None,
                  ) -> RankerResult:
     """Train the ranking model on an export (METHOD.md step 3.1); held-out problems are a
-    ``config.holdout`` share of the export's, or the problems of ``validation``."""
+    ``config.holdout`` share of the export's, or the problems of ``validation`` (an export
+    file, or an export directory's validation split)."""
     import datasets
 
     from distill.student import versions
@@ -344,7 +345,9 @@ def train_ranker(data: str | Path, base: str | Path, out: str | Path, config: Ra
     records = D.read_export(data)
     groups = by_problem(records)
     if validation is not None:
-        held_groups = by_problem(D.read_export(validation))
+        # an export directory holds the held-out problems as its validation split
+        held_groups = by_problem(D.read_export(
+            validation, "validation" if Path(validation).is_dir() else None))
         overlap = set(held_groups) & set(groups)
         if overlap:
             raise CuratorError(f"{validation} shares {len(overlap)} problems with {data} "

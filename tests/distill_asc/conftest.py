@@ -1,0 +1,43 @@
+"""Fixtures for the ASC/evaluation tests: a tiny local model (built once per session), a
+ranker trained on it for a few steps, and the small export/eval files of the distill
+tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models run far faster on one thread, and the test machine is shared.
+torch.set_num_threads(1)
+
+DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "distill" / "fixtures"
+EXPORT = DISTILL_FIXTURES / "export_small.jsonl"
+EVAL = DISTILL_FIXTURES / "eval_small.jsonl"
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    from distill.tiny import TinyShape, init_tiny
+    return init_tiny(tmp_path_factory.mktemp("asc-tiny") / "model", TinyShape(hidden=32, intermediate=64))
+
+
+@pytest.fixture(scope="session")
+def trained_ranker(tiny, tmp_path_factory) -> Path:
+    from distill.ranker import RankerConfig, train_ranker
+    out = tmp_path_factory.mktemp("asc-ranker") / "ranker"
+    cfg = RankerConfig(output_dir=str(out), max_steps=3, per_device_train_batch_size=4,
+                       lora_r=4, lora_alpha=8, max_length=128, holdout=0.25, seed=3)
+    train_ranker(EXPORT, tiny, out, cfg)
+    return out
+
+
+@pytest.fixture
+def export_file() -> Path:
+    return EXPORT
+
+
+@pytest.fixture
+def eval_file() -> Path:
+    return EVAL
