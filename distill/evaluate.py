@@ -345,11 +345,11 @@ def markdown_report(report: dict) -> str:
     rules = report["rules"]
     subjects = list(counts["by_subject"])
     levels = list(counts["by_level"])
-    head = f"# Evaluation of {report['model']}\n\n" \
-           f"{report['problems']} problems from `{report['data']}`, {report['samples']} " \
-           f"rationales each (temperature {report['sampling']['temperature']}, at most " \
-           f"{report['sampling']['max_new_tokens']} new tokens); accuracy in %.\n\n"
-    lines = [head, "## By subject\n",
+    lines = [f"# Evaluation of {report['model']}", "",
+             f"{report['problems']} problems from `{report['data']}`, {report['samples']} "
+             f"rationales each (temperature {report['sampling']['temperature']}, at most "
+             f"{report['sampling']['max_new_tokens']} new tokens); accuracy in %.", "",
+             "## By subject", "",
              "| rule | " + " | ".join(f"{SHORT.get(s, s)} ({counts['by_subject'][s]})"
                                        for s in subjects) + " | Avg | All |",
              "|---|" + "---:|" * (len(subjects) + 2)]
@@ -358,7 +358,7 @@ def markdown_report(report: dict) -> str:
         lines.append(f"| {RULE_TITLES.get(r, r)} | " + " | ".join(pct(a["by_subject"][s])
                                                             for s in subjects)
                      + f" | {pct(a['avg'])} | {pct(a['all'])} |")
-    lines += ["", "## By level\n",
+    lines += ["", "## By level", "",
               "| rule | " + " | ".join(f"L{lv} ({counts['by_level'][lv]})" for lv in levels) + " |",
               "|---|" + "---:|" * len(levels)]
     for r in rules:
