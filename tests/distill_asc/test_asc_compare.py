@@ -3,6 +3,7 @@ NAT+NCE, the ranker and NAT+NCE+ASC), and resuming without redoing finished stag
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -14,10 +15,14 @@ from curator.errors import CuratorError
 from distill.compare import compare, load_config, read_marker
 
 ROOT = Path(__file__).resolve().parents[2]
+# NCE (distill/nce.py) is another engineer's module: without it the chain stops at NAT.
+HAVE_NCE = importlib.util.find_spec("distill.nce") is not None
+METHODS = ("sft", "nat", "nat+nce", "nat+nce+asc") if HAVE_NCE else ("sft", "nat")
+STUDENTS = ("sft", "nat", "nce") if HAVE_NCE else ("sft", "nat")
 
 
 def write_config(path: Path, tiny: Path, export: Path, evalf: Path, out: Path,
-                 samples: int = 2, methods=("sft", "nat", "nat+nce", "nat+nce+asc")) -> Path:
+                 samples: int = 2, methods=METHODS) -> Path:
     path.write_text(f"""
 name = "test comparison"
 out = "{out}"
@@ -74,22 +79,25 @@ def test_compare_runs_every_stage_once_and_resumes(tiny, export_file, eval_file,
                                                    monkeypatch):
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "c.toml", tiny, export_file, eval_file, out)
-    stages = ["prepare:count", "train:sft", "train:nat", "train:nce", "train:ranker",
-              "eval:MATH:sft", "eval:MATH:nat", "eval:MATH:nce"]
+    evals = [f"eval:MATH:{s}" for s in STUDENTS]
+    stages = ["prepare:count"] + [f"train:{s}" for s in STUDENTS] + \
+        (["train:ranker"] if HAVE_NCE else []) + evals
 
     first = compare(cfg, echo=lambda s: None)
     assert statuses(first) == {s: "ran" for s in stages}
     table = first.table["sets"]["MATH"]["rows"]
-    assert list(table) == ["sft", "nat", "nat+nce", "nat+nce+asc"]
-    assert table["nat+nce+asc"]["rule"] == "asc:s" and table["sft"]["rule"] == "greedy"
-    # NAT+NCE and NAT+NCE+ASC are two rules on the same samples
-    assert table["nat+nce+asc"]["rules"] == table["nat+nce"]["rules"]
+    assert list(table) == list(METHODS)
+    assert table["sft"]["rule"] == "greedy"
     md = (out / "comparison.md").read_text()
-    for title in ("CoT KD", "| NAT (greedy)", "NAT+NCE (greedy)", "NAT+NCE+ASC (ASC w=s)"):
-        assert title in md
+    assert "| CoT KD (greedy)" in md and "| NAT (greedy)" in md
     assert (out / "comparison.png").is_file() and (out / "comparison.json").is_file()
-    assert (out / "students" / "nce" / "adapter_model.safetensors").is_file()
-    assert (out / "ranker" / "ranker.json").is_file()
+    if HAVE_NCE:
+        # NAT+NCE and NAT+NCE+ASC are two rules on the same samples
+        assert table["nat+nce+asc"]["rule"] == "asc:s"
+        assert table["nat+nce+asc"]["rules"] == table["nat+nce"]["rules"]
+        assert "NAT+NCE (greedy)" in md and "NAT+NCE+ASC (ASC w=s)" in md
+        assert (out / "students" / "nce" / "adapter_model.safetensors").is_file()
+        assert (out / "ranker" / "ranker.json").is_file()
     markers = {s: read_marker(out, s) for s in stages}
 
     # the second invocation redoes nothing and writes the same table
@@ -100,14 +108,13 @@ def test_compare_runs_every_stage_once_and_resumes(tiny, export_file, eval_file,
     assert {s: read_marker(out, s) for s in stages} == markers
     log = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
     assert len({r["invocation"] for r in log}) == 2
-    assert [r["status"] for r in log] == ["ran"] * 8 + ["skipped"] * 8
+    assert [r["status"] for r in log] == ["ran"] * len(stages) + ["skipped"] * len(stages)
 
     # more samples per problem: only the evaluations run, and they keep their samples
     write_config(tmp_path / "c.toml", tiny, export_file, eval_file, out, samples=3)
     third = compare(cfg, echo=lambda s: None)
-    assert [s for s, st in statuses(third).items() if st == "ran"] == \
-        ["eval:MATH:sft", "eval:MATH:nat", "eval:MATH:nce"]
-    for s in ("sft", "nat", "nce"):
+    assert [s for s, st in statuses(third).items() if st == "ran"] == evals
+    for s in STUDENTS:
         info = read_marker(out, f"eval:MATH:{s}")["info"]
         assert info["throughput"]["new_rationales"] == 2      # one more for each of 2 problems
 
@@ -140,8 +147,7 @@ def test_compare_runs_every_stage_once_and_resumes(tiny, export_file, eval_file,
 
     # a dry run runs nothing
     dry = compare(cfg, dry_run=True, redo=("eval:*",), echo=lambda s: None)
-    assert {s for s, st in statuses(dry).items() if st == "would run"} == \
-        {"eval:MATH:sft", "eval:MATH:nat", "eval:MATH:nce"}
+    assert {s for s, st in statuses(dry).items() if st == "would run"} == set(evals)
     assert dry.table is None
 
     # a shared training knob changes every trained stage, the ranker included, and so
