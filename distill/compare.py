@@ -234,6 +234,9 @@ def training_config(cls, out: Path, knobs: dict, where: str):
 
 # -- fingerprints ----------------------------------------------------------------------------
 
+_DIGESTS: dict[tuple, str] = {}
+
+
 def path_identity(path: str | Path) -> dict:
     """What identifies a file's content: its SHA-256 (up to 256 MiB; beyond that, size and
     modification time); for a directory, name, size and mtime of every file (model
@@ -242,11 +245,14 @@ def path_identity(path: str | Path) -> dict:
     if p.is_file():
         st = p.stat()
         if st.st_size <= 256 << 20:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            return {"sha256": h.hexdigest()}
+            key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+            if key not in _DIGESTS:   # several stages read the same export
+                h = hashlib.sha256()
+                with open(p, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        h.update(chunk)
+                _DIGESTS[key] = h.hexdigest()
+            return {"sha256": _DIGESTS[key]}
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
@@ -277,7 +283,7 @@ class Stage:
 @dataclass
 class Outcome:
     stage: str
-    status: str            # "ran", "skipped"
+    status: str            # "ran", "skipped", "would run" (dry run), "failed"
     seconds: float
     fingerprint: str
 
@@ -337,7 +343,12 @@ def run_stages(stages: list[Stage], out: Path, redo: tuple[str, ...] = (),
                 {"keep": st.keep(), "deps": [run_ids[d] for d in st.keep_deps]})
             _prepare_dir(st.dir, keep)
         start = time.perf_counter()
-        info = st.run() or {}
+        try:
+            info = st.run() or {}
+        except BaseException:
+            # recorded, then passed on: the next invocation starts again at this stage
+            _log(out, invocation, Outcome(st.name, "failed", time.perf_counter() - start, fp))
+            raise
         seconds = time.perf_counter() - start
         run_id = fingerprint({"fp": fp, "at": time.time_ns(), "nonce": uuid.uuid4().hex})
         _write_json_atomic(_marker_path(out, st.name), {

@@ -137,6 +137,8 @@ def test_compare_runs_every_stage_once_and_resumes(tiny, export_file, eval_file,
     monkeypatch.setattr(E, "evaluate", real)
     assert read_marker(out, "eval:MATH:sft") is not None
     assert read_marker(out, "eval:MATH:nat") is None
+    last = json.loads((out / "runs.jsonl").read_text().splitlines()[-1])
+    assert (last["stage"], last["status"]) == ("eval:MATH:nat", "failed")
     fourth = compare(cfg, echo=lambda s: None)
     assert [s for s, st in statuses(fourth).items() if st == "ran"] == ["eval:MATH:nat"]
     assert read_marker(out, "eval:MATH:nat")["info"]["throughput"]["new_rationales"] == 0
