@@ -476,8 +476,15 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
     return report
 
 
+def _where(path) -> str:
+    """A local path in one spelling (``out/nce`` and ``./out/nce`` are the same student);
+    hub names as given."""
+    p = Path(str(path))
+    return str(p.resolve()) if p.exists() else str(path)
+
+
 def _manifest(base, adapter, mode, name, data, cfg: EvalConfig, fmt) -> dict:
-    return {"base": str(base), "adapter": str(adapter) if adapter else None, "mode": mode,
+    return {"base": _where(base), "adapter": _where(adapter) if adapter else None, "mode": mode,
             "model": name, "data": str(data), "sampling": cfg.sampling_key(),
             "prompt_format": fmt.to_json()}
 
