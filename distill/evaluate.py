@@ -407,15 +407,14 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
              adapter: str | Path | None = None, mode: str | None = None,
              ranker: str | Path | None = None, dtype: str = "float32",
              device: str | None = None, fmt=None, model_name: str | None = None,
-             progress: Callable[[str, int, int], Callable[[int], None]] | None = None) -> dict:
+             progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
     """Evaluate a student (``base`` + ``adapter`` in ``mode``) on the problems of ``data``
     (a ``curator export-eval`` file); writes OUT as described in the module docstring and
     returns the report. ``progress(label, total)`` returns a callback that is advanced
     by the number of items finished."""
-    from distill.data import read_eval
+    from distill.data import PromptFormat, read_eval
     from distill.generate import student_name
     from distill.models import default_device
-    from distill.data import PromptFormat
     from distill.student import load_student, modes_of, read_manifest
 
     if cfg.samples < 1:
