@@ -13,6 +13,9 @@ import time
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # stack dump on demand
     job = json.loads(sys.argv[1])
     os.environ["CURATOR_CACHE_DIR"] = job["cache_dir"]
     from bespokelabs import curator

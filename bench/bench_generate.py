@@ -83,8 +83,11 @@ def run_client(cmd: list[str], env: dict, url: str, log_start: int,
                timeout: float) -> dict:
     """Run one client process; throughput from the server log, CPU from /proc."""
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # Files, not pipes: a client that writes a lot of progress output would block on a
+    # full pipe that nobody reads until it exits.
+    out_f = tempfile.TemporaryFile(mode="w+")
+    err_f = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out_f, stderr=err_f, text=True)
     cpu_at_first = None
     while proc.poll() is None:
         if cpu_at_first is None:
@@ -96,8 +99,11 @@ def run_client(cmd: list[str], env: dict, url: str, log_start: int,
         if time.monotonic() - t0 > timeout:
             proc.kill()
             raise RuntimeError(f"client timed out: {' '.join(cmd[:4])}")
-    out, err = proc.communicate()
+    proc.wait()
     wall = time.monotonic() - t0
+    out_f.seek(0)
+    err_f.seek(0)
+    out, err = out_f.read(), err_f.read()[-20_000:]
     return {"returncode": proc.returncode, "stdout": out, "stderr": err, "wall_s": wall,
             "cpu_at_first": cpu_at_first}
 
@@ -283,6 +289,7 @@ def main() -> None:
 
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"Python {platform.python_version()}",
+              "load_average_at_end": os.getloadavg(),
               "latency_ms": LATENCY_MS, "rpm": RPM, "tpm": TPM,
               "results": [{k: v for k, v in r.items() if k != "entries"} for r in results],
               "fault_run": fault}

@@ -332,6 +332,7 @@ class TeacherServer:
                                 **self._rate_headers(dialect)})
 
         fault = self._draw_fault()
+        entry["fault"] = fault           # known even if the client hangs up before the end
         delay = self.config.latency_ms / 1000.0
         if self.config.latency_jitter_ms:
             delay += self.rng.random() * self.config.latency_jitter_ms / 1000.0

@@ -309,3 +309,16 @@ def test_a_journal_left_by_a_killed_run_is_stored_and_not_requested_again(math_w
     assert rows(math_wh, "SELECT count(*) FROM samples WHERE completion = 'journaled'") == [(2,)]
     assert not d.exists()
     assert len([e for e in srv.log if e["kind"] == "openai"]) == 1
+
+
+def test_grade_as_rationales_arrive(math_wh, serve, keys, prices):
+    try:
+        from curator.grading import grade_pending  # noqa: F401
+    except ImportError:
+        pytest.skip("curator.grading.grade_pending is not available yet")
+    srv = serve(replay=[str(DEMO_TDG)])
+    rep = generate(math_wh, make_spec(srv, prices, samples=2, limit=5, grade=True))
+    assert rep.grade_error is None and rep.stats.done == 10
+    graded, pos, neg = rows(math_wh, "SELECT count(*), count(*) FILTER (WHERE correct), "
+                                     "count(*) FILTER (WHERE NOT correct) FROM graded_samples")[0]
+    assert graded == 10 and pos + neg == 10 and pos > 0
