@@ -67,7 +67,8 @@ def generate(
 ) -> None:
     """Sample K chain-of-thought rationales per problem from a teacher and store every
     one. Re-running the same command asks only for the samples still missing."""
-    from curator.teachers.generate import GenerateSpec, error_summary, generate as run_generate, plan_generation
+    from curator.teachers.generate import (GenerateSpec, GenerationInterrupted, error_summary,
+                                           generate as run_generate, plan_generation)
     from curator.teachers.limits import LimitSpec
     from curator.teachers.progress import Progress
     from curator.teachers.store import Selection
@@ -101,7 +102,15 @@ def generate(
         else:
             console.print("nothing to submit: every sample is stored or waiting in a batch")
         return
-    rep = run_generate(wh, spec, progress=Progress(quiet=quiet))
+    try:
+        rep = run_generate(wh, spec, progress=Progress(quiet=quiet))
+    except GenerationInterrupted as stop:
+        st = stop.report.stats
+        from curator.cli import err_console
+        err_console.print(f"interrupted: {st.done:,} of {st.total:,} samples stored (every "
+                          f"answer received was kept); re-run the same command to continue",
+                          highlight=False)
+        raise typer.Exit(130) from None
     st = rep.stats
     rows = [[r.run_id, r.model, r.prompt, r.problems, r.missing] for r in rep.plan.summaries]
     render(["run_id", "model", "prompt", "problems", "requested samples"], rows, fmt, console,

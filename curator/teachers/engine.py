@@ -94,12 +94,12 @@ class Stats:
     recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (t, samples, tokens)
 
     def rates(self, window: float = 10.0) -> tuple[float, float]:
-        """(requests/s, tokens/s) over the last ``window`` seconds."""
+        """(requests/s, tokens/s) over the last ``window`` seconds. Safe to call from the
+        display thread: it works on a snapshot (copying a deque is atomic)."""
         now = time.monotonic()
-        while self.recent and self.recent[0][0] < now - window:
-            self.recent.popleft()
+        recent = [r for r in list(self.recent) if r[0] >= now - window]
         span = min(window, max(1e-3, now - self.started))
-        return (len(self.recent) / span, sum(t for _, _, t in self.recent) / span)
+        return (len(recent) / span, sum(t for _, _, t in recent) / span)
 
 
 class Engine:

@@ -127,6 +127,14 @@ class GenerateReport:
         return self.stats.total - self.stats.done - self.stats.failed
 
 
+class GenerationInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM ended a generation; everything received was stored first."""
+
+    def __init__(self, report: GenerateReport) -> None:
+        super().__init__("generation interrupted")
+        self.report = report
+
+
 def _templates_for(problems: list[dict], prompt: str | None) -> dict[str, Template]:
     """problem_id -> template."""
     if prompt is not None:
@@ -285,10 +293,11 @@ def generate(wh: Warehouse, spec: GenerateSpec, *, progress=None, dry_run: bool 
         raise CuratorError(f"the provider refused the requests ({engine.fatal.error_class}): "
                            f"{engine.fatal.message}. Stored samples are kept; fix the cause "
                            f"and re-run the same command to continue.")
+    report = GenerateReport(plan, stats, time.monotonic() - t0, replayed, stats.stop_reason,
+                            None if engine.grade_error is None else str(engine.grade_error))
     if stats.stop_reason == "interrupted":
-        raise KeyboardInterrupt
-    return GenerateReport(plan, stats, time.monotonic() - t0, replayed, stats.stop_reason,
-                          None if engine.grade_error is None else str(engine.grade_error))
+        raise GenerationInterrupted(report)
+    return report
 
 
 def error_summary(stats: Stats) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections import Counter
 
 from rich.console import Console
 from rich.live import Live
@@ -17,7 +18,8 @@ from curator.teachers.engine import Stats
 def _eta(st: Stats) -> str:
     left = st.total - st.done - st.failed
     rate = st.rates()[0]
-    per_sample = rate and (sum(s for _, s, _ in st.recent) / max(1, len(st.recent)))
+    recent = list(st.recent)
+    per_sample = rate and (sum(s for _, s, _ in recent) / max(1, len(recent)))
     if left <= 0:
         return "0s"
     if not per_sample:
@@ -29,7 +31,7 @@ def _eta(st: Stats) -> str:
 def summary_line(st: Stats) -> str:
     req_s, tok_s = st.rates()
     spend = f"${st.spend:,.4f}" if st.priced else "unpriced"
-    errs = ", ".join(f"{k} {v}" for k, v in st.failures.most_common()) or "none"
+    errs = ", ".join(f"{k} {v}" for k, v in Counter(dict(st.failures)).most_common()) or "none"
     return (f"{st.done}/{st.total} samples ({st.failed} failed, {st.truncated} truncated) | "
             f"{req_s:.1f} req/s | {tok_s:,.0f} tok/s | {spend} | ETA {_eta(st)} | "
             f"in flight {st.in_flight} | retried errors: {errs}")
@@ -51,7 +53,7 @@ class _View:
         t.add_row("speed", f"{req_s:,.1f} req/s  {tok_s:,.0f} tok/s  in flight {st.in_flight}")
         t.add_row("spend", f"${st.spend:,.4f}" if st.priced else "unpriced model")
         t.add_row("ETA", _eta(st))
-        errs = ", ".join(f"{k} {v:,}" for k, v in st.failures.most_common()) or "none"
+        errs = ", ".join(f"{k} {v:,}" for k, v in Counter(dict(st.failures)).most_common()) or "none"
         t.add_row("errors", errs)
         if st.endpoints_down:
             t.add_row("skipping", ", ".join(st.endpoints_down))

@@ -125,3 +125,27 @@ def test_curator_sql_answers_while_generation_writes(math_wh, serve, prices):
     assert counts == sorted(counts)                 # reads see commits in order
     assert any(0 < c < 240 for c in counts)         # ...and they happened mid-generation
     assert len(_stored(math_wh)) == 240
+
+
+def test_ctrl_c_waits_for_answers_in_flight_and_keeps_them(math_wh, serve, prices):
+    srv = serve(replay=[str(DEMO_TDG)], latency_ms=400)
+    env = _env(math_wh.path)
+    cmd = _generate_cmd(srv, prices, samples=2, limit=60, concurrency=8)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while len([e for e in srv.log if e.get("status") == 200]) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    mark = len(srv.log)
+    answered = {s for e in srv.log if e.get("status") == 200 for s in e["samples"].split(",")}
+    # every answer the server gave, including those in flight at Ctrl-C, is stored
+    assert _stored(math_wh) == answered and 0 < len(answered) < 120
+    assert not journal_mod.journal_dir(math_wh).exists()
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not {s for e in srv.log[mark:] for s in (e.get("samples") or "").split(",")} & answered
+    assert len(_stored(math_wh)) == 120
