@@ -367,8 +367,10 @@ def _sample_rows(b: dict, items: dict, results, adapter, price, redact) -> tuple
         idxs = it["sample_indexes"]
         choices = reply.choices[: len(idxs)]
         k = len(choices)
-        pts = split_tokens(int(reply.prompt_tokens or 0), [1] * k)
-        cts = split_tokens(int(reply.completion_tokens or 0), [len(t or "") for t, _ in choices])
+        usage = reply.prompt_tokens is not None and reply.completion_tokens is not None
+        pts = split_tokens(int(reply.prompt_tokens or 0), [1] * k) if usage else [None] * k
+        cts = (split_tokens(int(reply.completion_tokens or 0), [len(t or "") for t, _ in choices])
+               if usage else [None] * k)
         for c, ((text, finish), idx) in enumerate(zip(choices, idxs)):
             meta = {"batch_id": b["batch_id"], "custom_id": cid, "n": len(idxs), "choice": c,
                     "request_prompt_tokens": reply.prompt_tokens,
@@ -379,7 +381,7 @@ def _sample_rows(b: dict, items: dict, results, adapter, price, redact) -> tuple
                    "run_id": it["run_id"], "problem_id": it["problem_id"], "sample_index": idx,
                    "completion": text, "finish_reason": finish, "prompt_tokens": pts[c],
                    "completion_tokens": cts[c],
-                   "cost_usd": None if price is None else price.cost(pts[c], cts[c], batch=True),
+                   "cost_usd": None if price is None or not usage else price.cost(pts[c], cts[c], batch=True),
                    "request_id": reply.request_id, "metadata": json.dumps(meta)}
             if finish == "content_filter" or text is None:
                 row.update(completion=None, error_class="content_filter" if finish ==

@@ -328,8 +328,10 @@ class Engine:
             ratio = reply.prompt_tokens / job.prompt_chars
             self._tokens_per_char = max(0.5 * self._tokens_per_char, 0.9 * self._tokens_per_char
                                         + 0.1 * ratio)
-        pts = split_tokens(pt, [1] * k)
-        cts = split_tokens(ct, [len(t or "") for t, _ in choices])
+        # A server that reports no usage gets NULL tokens and cost, not a made-up zero.
+        usage = reply.prompt_tokens is not None and reply.completion_tokens is not None
+        pts = split_tokens(pt, [1] * k) if usage else [None] * k
+        cts = split_tokens(ct, [len(t or "") for t, _ in choices]) if usage else [None] * k
         price = job.run.price
         records: list[dict] = []
         retry: list[int] = []
@@ -337,7 +339,7 @@ class Engine:
         truncated = 0
         request_cost = 0.0
         for c, ((text, finish), idx) in enumerate(zip(choices, job.indexes)):
-            cost = price.cost(pts[c], cts[c]) if price is not None else None
+            cost = price.cost(pts[c], cts[c]) if price is not None and usage else None
             request_cost += cost or 0.0
             meta = {"endpoint": ep.url, "attempt": job.attempt + 1, "n": len(job.indexes),
                     "choice": c, "request_prompt_tokens": reply.prompt_tokens,
@@ -389,7 +391,7 @@ class Engine:
 
         # The worker does not wait for the fsync: it takes its next job at once.
         self.journal.append(records, durable)
-        if k:
+        if k and usage:
             longest = max(cts)
             self._max_completion = longest if self._max_completion is None else max(
                 self._max_completion, longest)

@@ -322,3 +322,54 @@ def test_grade_as_rationales_arrive(math_wh, serve, keys, prices):
     graded, pos, neg = rows(math_wh, "SELECT count(*), count(*) FILTER (WHERE correct), "
                                      "count(*) FILTER (WHERE NOT correct) FROM graded_samples")[0]
     assert graded == 10 and pos + neg == 10 and pos > 0
+
+
+def test_a_minimal_third_party_server(math_wh, prices, monkeypatch):
+    """An OpenAI-compatible server that knows nothing of `n`, ids or usage."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+
+    seen = []
+
+    async def chat(request):
+        body = await request.json()
+        seen.append(body)
+        return web.json_response({"choices": [{"message": {"content": "The answer is 1."}}]})
+
+    ready, holder = threading.Event(), {}
+
+    def run():
+        loop = asyncio.new_event_loop()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        holder["port"] = site._server.sockets[0].getsockname()[1]
+        holder["loop"] = loop
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner.cleanup())
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ready.wait(10)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("CURATOR_API_KEY", raising=False)
+    try:
+        spec = GenerateSpec(provider="openai-compatible", model="mock", samples=3,
+                            base_urls=[f"http://127.0.0.1:{holder['port']}/v1"],
+                            selection=Selection(limit=4), prices=str(prices))
+        rep = generate(math_wh, spec)
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["loop"].stop)
+        t.join(5)
+    assert rep.stats.done == 12 and rep.stats.failed == 0
+    assert seen[0]["n"] == 3 and "max_tokens" in seen[0]
+    # one answer per request whatever was asked; once that is seen, no more `n`
+    assert len(seen) == 12 and all("n" not in b for b in seen[4:])
+    got = rows(math_wh, "SELECT DISTINCT completion, prompt_tokens, cost_usd FROM samples")
+    assert got == [("The answer is 1.", None, None)]               # no usage: no made-up cost
