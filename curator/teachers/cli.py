@@ -81,14 +81,13 @@ def generate(
         n_per_request=n_per_request, concurrency=concurrency,
         limits=LimitSpec(rpm=rpm, tpm=tpm, input_tpm=input_tpm, output_tpm=output_tpm),
         timeout=timeout, max_attempts=max_attempts, truncated=truncated, max_cost=max_cost,
-        prices=str(prices) if prices else None, api_key_env=api_key_env, grade=grade)
+        prices=str(prices) if prices else None, api_key_env=api_key_env, grade=grade,
+        batch=batch)
     wh = _wh(db)
     if dry_run:
         plan = run_generate(wh, spec, dry_run=True)
         render(plan.summaries[0].HEADERS, [s.row() for s in plan.summaries], fmt, console,
-               title="dry run: nothing sent")
-        if batch:
-            console.print("with --batch, costs are billed at the batch discount of the price table")
+               title="dry run: nothing sent" + (" (batch prices)" if batch else ""))
         return
     if batch:
         from curator.teachers.batch import submit

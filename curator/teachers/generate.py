@@ -59,6 +59,7 @@ class GenerateSpec:
     prices: str | None = None
     api_key_env: str | None = None
     grade: bool = False
+    batch: bool = False                   # estimates at the batch discount
 
     def params(self) -> dict:
         """Sampling parameters: what makes two runs different teachers' outputs."""
@@ -219,11 +220,11 @@ def plan_generation(wh: Warehouse, spec: GenerateSpec) -> Plan:
                 s.est_input_tokens += est_in
                 s.est_output_tokens += est_out
                 if price is not None:
-                    s.est_cost_max += price.cost(est_in, est_out)
+                    s.est_cost_max += price.cost(est_in, est_out, batch=spec.batch)
                     typical = mean_ct[rid]
                     s.est_cost_typical = (None if typical is None or s.est_cost_typical is None
                                           else s.est_cost_typical + price.cost(
-                                              est_in, int(typical * len(idx))))
+                                              est_in, int(typical * len(idx)), batch=spec.batch))
     for s in summaries.values():
         if mean_ct[s.run_id] is None:
             s.est_cost_typical = None

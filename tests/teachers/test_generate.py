@@ -184,6 +184,9 @@ def test_dry_run_sends_nothing(math_wh, serve, keys, prices):
     assert s.est_output_tokens == 40 * 1024
     assert s.est_cost_max == pytest.approx((s.est_input_tokens * 1.5 + 40 * 1024 * 4.0) / 1e6)
     assert srv.log == [] and rows(math_wh, "SELECT count(*) FROM runs") == [(0,)]
+    batch = generate(math_wh, make_spec(srv, prices, samples=8, limit=5, batch=True), dry_run=True)
+    assert batch.summaries[0].est_cost_max == pytest.approx(s.est_cost_max * 0.5)
+    assert batch.summaries[0].run_id == s.run_id              # same teacher, same run
 
 
 def _max_in_window(times: list[float], window: float) -> int:
