@@ -9,7 +9,7 @@ CPU, the process's peak RSS during training minus its RSS just before the first 
 (activations, gradients, optimiser state: the part the method changes), and the total
 peak RSS for reference.
 
-    .venv/bin/python bench/bench_nat.py                      # CPU, tiny and small models
+    .venv/bin/python bench/bench_nat.py                      # CPU: tiny, small, medium models
     .venv/bin/python bench/bench_nat.py --preset 0.5b --device cuda
     .venv/bin/python bench/bench_nat.py --write               # also update BENCHMARKS.md
 
@@ -264,7 +264,7 @@ def main() -> None:
         return
     import torch
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    args.preset = args.preset or (["0.5b"] if args.device == "cuda" else ["tiny", "small"])
+    args.preset = args.preset or (["0.5b"] if args.device == "cuda" else ["tiny", "small", "medium"])
     results = run_all(args)
     text = markdown(results, args)
     print(text)

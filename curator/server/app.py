@@ -30,6 +30,7 @@ from curator.server.config import FAULTS, ServerConfig
 from curator.server.responder import Completion, Library, Responder, count_tokens
 
 SAMPLE_HEADER = "X-Curator-Sample-Ids"
+LOG_KEEP = 500_000
 
 
 def _rid(prefix: str) -> str:
@@ -97,7 +98,10 @@ class TeacherServer:
         self.responder = Responder(Library.from_files(self.config.replay),
                                    self.config.script or None, self.config.pad_tokens)
         self.rng = random.Random(self.config.seed)
+        # The request log in memory: the newest LOG_KEEP entries (a long-running server
+        # must not grow without bound); ``seq`` keeps counting across trims.
         self.log: list[dict] = []
+        self.log_base = 0            # seq of self.log[0]
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
         self.message_batches: dict[str, dict] = {}
@@ -208,10 +212,17 @@ class TeacherServer:
     # -- request log ---------------------------------------------------------------
 
     def _log_start(self, request: web.Request, kind: str, **fields) -> dict:
-        entry = {"seq": len(self.log), "t": time.time(), "kind": kind, "path": request.path,
-                 "samples": request.headers.get(SAMPLE_HEADER), **fields}
-        self.log.append(entry)
+        entry = {"seq": self.log_base + len(self.log), "t": time.time(), "kind": kind,
+                 "path": request.path, "samples": request.headers.get(SAMPLE_HEADER), **fields}
+        self._append_log(entry)
         return entry
+
+    def _append_log(self, entry: dict) -> None:
+        self.log.append(entry)
+        if len(self.log) > 2 * LOG_KEEP:
+            drop = len(self.log) - LOG_KEEP
+            del self.log[:drop]
+            self.log_base += drop
 
     def _log_done(self, entry: dict, status: int, **fields) -> None:
         entry.update(status=status, done_t=time.time(), **fields)
@@ -524,7 +535,7 @@ class TeacherServer:
             if b["_cancel"]:
                 break
             fault = "expired" if expired else self._batch_item_fault()
-            self.log.append({"seq": len(self.log), "t": time.time(), "kind": "batch_item",
+            self._append_log({"seq": self.log_base + len(self.log), "t": time.time(), "kind": "batch_item",
                              "batch_id": b["id"], "custom_id": cid, "fault": fault})
             if fault == "expired":
                 expired = True
@@ -616,7 +627,7 @@ class TeacherServer:
                 lines.append({"custom_id": cid, "result": {"type": "canceled"}})
                 continue
             fault = "expired" if expired else self._batch_item_fault()
-            self.log.append({"seq": len(self.log), "t": time.time(), "kind": "batch_item",
+            self._append_log({"seq": self.log_base + len(self.log), "t": time.time(), "kind": "batch_item",
                              "batch_id": b["id"], "custom_id": cid, "fault": fault})
             if fault == "expired":
                 expired = True
@@ -669,7 +680,8 @@ class TeacherServer:
 
     async def admin_requests(self, request: web.Request) -> web.Response:
         since = int(request.query.get("since", 0))
-        return web.Response(body=orjson.dumps(self.log[since:]), content_type="application/json")
+        start = max(0, since - self.log_base)
+        return web.Response(body=orjson.dumps(self.log[start:]), content_type="application/json")
 
     async def admin_get_config(self, request: web.Request) -> web.Response:
         return web.json_response(self.config.as_dict())
