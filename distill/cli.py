@@ -226,6 +226,44 @@ def nat(
 
 
 @app.command()
+def nce(
+    data: Data, base: Base, out: Out,
+    nat_dir: Annotated[Path, typer.Option("--nat", help="Output directory of `distill nat` on the same --base: the teacher.")],
+    split: Split = "train",
+    lam: Annotated[float, typer.Option("--lambda", help="lambda: L = (1 - lambda) CE + lambda L_KD.")] = 0.5,
+    temperature: Annotated[float, typer.Option("--temperature", help="Temperature of the distillation term's soft cross-entropy (beta always uses 1).")] = 1.0,
+    precompute_beta: Annotated[bool, typer.Option("--precompute-beta/--online-beta", help="Compute every sample's beta once before training (stored in OUT/betas.jsonl, resumable) or in every step.")] = True,
+    all_tokens: Annotated[bool, typer.Option("--all-tokens", help="Distillation term and beta over every attended token, prompt included (the paper's code); default: the completion tokens.")] = False,
+    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Positions per chunk of teacher/student distributions (0: about 64 MiB of float32 each).")] = 0,
+    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
+    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
+    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
+    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
+    prompt_template: Template = None, chat_template: Chat = False,
+    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
+    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+) -> None:
+    """NCE: distil the NAT model (--nat) into a fresh `student` LoRA on the positives, each
+    sample weighted by 0.5 + beta, beta = tanh(mean KL(p_neg || p_nat)); one copy of the
+    base serves teacher and student."""
+    from distill.nce import NCEConfig, train_nce
+
+    knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
+                  lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
+                  gradient_checkpointing, logging_steps, warmup_steps, cpu)
+    config = knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
+                          precompute_beta=precompute_beta, distill_all_tokens=all_tokens,
+                          nce_chunk_tokens=chunk_tokens)
+    result = train_nce(data, base, nat_dir, out, config,
+                       prompt_format(prompt_template, chat_template), split=split)
+    _report({"nce": result})
+    b = result.beta
+    if b.get("count"):
+        console.print(f"beta over {b['count']} samples: mean {b['mean']:.4f}, median "
+                      f"{b['median']:.4f}, max {b['max']:.4f} -> {result.out / 'beta_hist.png'}")
+
+
+@app.command()
 def generate(
     base: Base,
     data: Annotated[Path, typer.Option("--data", help="Problems: `curator export-eval` output (an export file works too).")],

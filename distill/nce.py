@@ -704,7 +704,8 @@ def _snapshot(model, adapters: tuple[str, ...]) -> dict[str, torch.Tensor]:
 
 
 def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Path,
-              config: NCEConfig, fmt: D.PromptFormat = D.PromptFormat()) -> NCEResult:
+              config: NCEConfig, fmt: D.PromptFormat = D.PromptFormat(),
+              split: str = "train") -> NCEResult:
     """NCE (METHOD.md step 2): distil the NAT model at ``nat`` (a ``distill nat`` output on
     the same ``base``) into a fresh student LoRA on the positives of the export ``data``.
 
@@ -717,7 +718,7 @@ def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Pa
     nat = resolve_nat_dir(nat)
     if is_nat_dir(out) or out.resolve() == nat.resolve():
         raise CuratorError(f"--out {out} holds a NAT model; write the student elsewhere")
-    records = D.read_export(data)
+    records = D.read_export(data, split)
     trainer, report = build_nce(records, base, nat, config, fmt)
     main = trainer.is_world_process_zero()
     store = BetaStore(out, beta_meta(nat, base, config, fmt))
