@@ -144,6 +144,7 @@ def stats(fmt: FormatOption = Format.table, db: DbOption = None) -> None:
 # (each module exposes register(app); keep this list in pipeline order)
 # registered-commands-begin
 from curator.teachers import cli as _teachers; _teachers.register(app)  # noqa: E402
+from curator.grading import cli as _grading; _grading.register(app)  # noqa: E402
 from curator.exporting import cli as _exporting; _exporting.register(app)  # noqa: E402
 # registered-commands-end
 

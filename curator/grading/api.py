@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from curator.errors import InputError
 from curator.grading.compare import (CORRECT, UNPARSEABLE, Context, NeedsSympy, Verdict,
                                      asks_for_approximation, compare)
-from curator.grading.extract import extract, extract_answer  # noqa: F401  (re-exported)
+from curator.grading.extract import (Extraction, extract,  # noqa: F401  (re-exported)
+                                     extract_answer)
 from curator.grading.normalize import Answer, parse
 
 # Bump whenever a verdict can change: grades are keyed by this, so a new version
@@ -83,7 +84,8 @@ def _status(v: Verdict) -> str:
     return "wrong"
 
 
-def _normalized(answer: str) -> str | None:
+def normalized_form(answer: str) -> str | None:
+    """The canonical form of a bare answer (what `curator check` shows), or None."""
     try:
         a = parse_cached(answer)
     except Exception:
@@ -91,26 +93,39 @@ def _normalized(answer: str) -> str | None:
     return a.canonical()[:2000] if a.kind != "empty" else None
 
 
-def grade_in_worker(reference_answer: str, completion: str, question: str | None = None) -> tuple:
-    """The whole verdict with sympy allowed in this process: what batch workers run.
-    Returns :meth:`Grade.as_row`."""
-    return _grade(reference_answer, completion, question, sympy=True).as_row()
+def extraction_step(reference: str, completion: str, question: str | None) -> tuple[Extraction, bool]:
+    """The answer ``completion`` commits to (multiple-choice letters when the reference
+    is one) and whether the question asks for an approximation: everything about a
+    verdict that does not depend on the comparison."""
+    ref_parsed = parse_cached(reference)
+    ext = extract(completion if isinstance(completion, str) else "",
+                  multiple_choice=ref_parsed.kind == "choice")
+    return ext, asks_for_approximation(question)
+
+
+def has_answer(ext: Extraction) -> bool:
+    return not (ext.rule == "no-answer" or ext.answer is None or not ext.answer.strip())
+
+
+def no_answer(ext: Extraction) -> Grade:
+    return Grade(False, "no_answer", ext.answer or None, None, "no-answer", ext.rule)
+
+
+def finish(ext: Extraction, v: Verdict | None) -> Grade:
+    """The Grade for an extracted answer and its verdict (None: the comparison timed out)."""
+    if v is None:
+        return Grade(False, "timeout", ext.answer, normalized_form(ext.answer), "timeout", ext.rule)
+    return Grade(v.outcome == CORRECT, _status(v), ext.answer, normalized_form(ext.answer),
+                 v.rule, ext.rule)
 
 
 def _grade(reference_answer: str, completion: str, question: str | None, *, sympy: bool,
            timeout: float = DEFAULT_TIMEOUT) -> Grade:
     ref = _reference_text(reference_answer)
-    ref_parsed = parse_cached(ref)
-    ext = extract(completion if isinstance(completion, str) else "",
-                  multiple_choice=ref_parsed.kind == "choice")
-    if ext.rule == "no-answer" or ext.answer is None or not ext.answer.strip():
-        return Grade(False, "no_answer", ext.answer or None, None, "no-answer", ext.rule)
-    approx = asks_for_approximation(question)
-    v = _verdict(ref, ext.answer, approx, sympy=sympy, timeout=timeout)
-    if v is None:
-        return Grade(False, "timeout", ext.answer, _normalized(ext.answer), "timeout", ext.rule)
-    return Grade(v.outcome == CORRECT, _status(v), ext.answer, _normalized(ext.answer),
-                 v.rule, ext.rule)
+    ext, approx = extraction_step(ref, completion, question)
+    if not has_answer(ext):
+        return no_answer(ext)
+    return finish(ext, _verdict(ref, ext.answer, approx, sympy=sympy, timeout=timeout))
 
 
 def _verdict(reference: str, answer: str, approx: bool, *, sympy: bool, timeout: float) -> Verdict | None:
