@@ -7,12 +7,12 @@ import re
 _BOX_CMD = re.compile(r"\\(?:boxed|fbox)\b")
 
 
-def _braced(text: str, start: int) -> tuple[str, int] | None:
-    """The content of the brace group opening at ``text[start] == '{'`` and the index
-    after its closing brace, or None when the braces never balance."""
+def close_brace(text: str, start: int, stop: int | None = None) -> int | None:
+    """Index just after the brace group opening at ``text[start] == '{'``, scanning no
+    further than ``stop`` (default: the end); None when the group does not close."""
     depth = 0
     i = start
-    n = len(text)
+    n = len(text) if stop is None else min(stop, len(text))
     while i < n:
         c = text[i]
         if c == "\\":
@@ -23,9 +23,16 @@ def _braced(text: str, start: int) -> tuple[str, int] | None:
         elif c == "}":
             depth -= 1
             if depth == 0:
-                return text[start + 1:i], i + 1
+                return i + 1
         i += 1
     return None
+
+
+def _braced(text: str, start: int) -> tuple[str, int] | None:
+    """The content of the brace group opening at ``text[start] == '{'`` and the index
+    after its closing brace, or None when the braces never balance."""
+    end = close_brace(text, start)
+    return None if end is None else (text[start + 1:end - 1], end)
 
 
 def boxed_contents(text: str) -> list[str]:

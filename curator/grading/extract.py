@@ -27,6 +27,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from curator.latex import close_brace
+
 # Rationales are a few kilobytes; a hostile one may be megabytes. Only the tail can hold
 # the final answer, so everything past this many characters from the end is ignored.
 MAX_SCAN_CHARS = 200_000
@@ -49,26 +51,6 @@ def clean_text(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "")
     return text
-
-
-def _close_brace(text: str, start: int, stop: int) -> int | None:
-    """Index just after the brace group opening at ``text[start] == '{'``, scanning no
-    further than ``stop``; None when the group does not close before ``stop``."""
-    depth = 0
-    i = start
-    while i < stop:
-        c = text[i]
-        if c == "\\":
-            i += 2  # \{ and \} do not open or close a group
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
 
 
 @dataclass(frozen=True)
@@ -97,7 +79,7 @@ def _boxes_from_end(text: str, limit: int = 8) -> list[_Box]:
         while j < n and text[j] in " \t\n":
             j += 1
         if j < n and text[j] == "{":
-            end = _close_brace(text, j, max(bound, j + 1))
+            end = close_brace(text, j, max(bound, j + 1))
             if end is not None:
                 found.append(_Box(s, end, text[j + 1:end - 1]))
         elif text.startswith("\\boxed", s) and j > m.end():
