@@ -91,11 +91,18 @@ def soft_cross_entropy(teacher_logits: torch.Tensor, student_logits: torch.Tenso
     return -(p * log_q).sum(-1)
 
 
+def beta_of_mean_kl(mean_kl: torch.Tensor) -> torch.Tensor:
+    """beta = tanh(mean KL), kept in [0, 1): float32 tanh rounds to exactly 1.0 from a
+    mean KL of about 9, so the value is capped at the largest float below 1."""
+    below_one = torch.nextafter(torch.ones((), dtype=mean_kl.dtype), torch.zeros((), dtype=mean_kl.dtype))
+    return torch.tanh(mean_kl).clamp(max=below_one.item())
+
+
 def calibration_beta(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """beta_i = tanh(mean of ``kl`` over the positions of row i where ``mask``), ``[B]``
     from ``[B, P]``; 0 for a row without positions. In [0, 1) since KL >= 0."""
     m = mask.to(kl.dtype)
-    return torch.tanh((kl * m).sum(-1) / m.sum(-1).clamp(min=1))
+    return beta_of_mean_kl((kl * m).sum(-1) / m.sum(-1).clamp(min=1))
 
 
 def nce_sums(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -451,7 +458,7 @@ class NCETrainer(DistillTrainer):
         kl_sum.index_add_(0, rows, kl)
         n = kd.sum(-1)
         mean_kl = kl_sum / n.clamp(min=1)
-        return torch.tanh(mean_kl), mean_kl, n
+        return beta_of_mean_kl(mean_kl), mean_kl, n
 
     def _chunk(self) -> int:
         return self.args.nce_chunk_tokens or auto_chunk(self._head.weight.shape[0])

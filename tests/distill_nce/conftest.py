@@ -1,0 +1,58 @@
+"""Fixtures for the NCE tests: a tiny local model and a NAT model trained on it for a few
+steps (built once per session, no download), the small export file of the distill tests
+(its eval file lies beside it), and NCE configs sized for a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models run far faster on one thread, and the test machine is shared.
+torch.set_num_threads(1)
+
+DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "distill" / "fixtures"
+EXPORT = DISTILL_FIXTURES / "export_small.jsonl"
+
+# Short enough to be quick; the few longer fixture prompts are dropped (and counted).
+MAX_LENGTH = 96
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    from distill.tiny import TinyShape, init_tiny
+    return init_tiny(tmp_path_factory.mktemp("nce-tiny") / "model", TinyShape())
+
+
+@pytest.fixture(scope="session")
+def nat_dir(tiny, tmp_path_factory) -> Path:
+    """A `distill nat` output on ``tiny``; a high learning rate so that "neg" and "nat"
+    differ enough for beta to be clearly above 0."""
+    from distill.train import train_nat
+    from distill.trainers import NATConfig
+    out = tmp_path_factory.mktemp("nce-nat") / "nat"
+    cfg = NATConfig(output_dir=str(out / "trainer"), max_steps=6, per_device_train_batch_size=4,
+                    max_length=MAX_LENGTH, gate_width=16, learning_rate=5e-2, lora_dropout=0.0,
+                    disable_tqdm=True, logging_steps=100, seed=0)
+    train_nat(EXPORT, tiny, out, cfg)
+    return out
+
+
+@pytest.fixture
+def export_file() -> Path:
+    return EXPORT
+
+
+@pytest.fixture
+def nce_config(tmp_path):
+    """``nce_config(**overrides)``: an NCEConfig for a few quick CPU steps."""
+    from distill.nce import NCEConfig
+
+    def make(**kw):
+        base = dict(output_dir=str(tmp_path / "trainer"), max_length=MAX_LENGTH,
+                    per_device_train_batch_size=4, learning_rate=2e-2, lora_dropout=0.0,
+                    disable_tqdm=True, logging_steps=1, seed=0, use_cpu=True)
+        return NCEConfig(**{**base, **kw})
+
+    return make
