@@ -54,6 +54,10 @@ class Grade:
                 self.extraction)
 
 
+# a problem's question is graded once per rationale (8 or more times)
+_asks_for_approximation = functools.lru_cache(maxsize=8192)(asks_for_approximation)
+
+
 @functools.lru_cache(maxsize=16384)
 def parse_cached(text: str) -> Answer:
     return parse(text)
@@ -100,7 +104,7 @@ def extraction_step(reference: str, completion: str, question: str | None) -> tu
     ref_parsed = parse_cached(reference)
     ext = extract(completion if isinstance(completion, str) else "",
                   multiple_choice=ref_parsed.kind == "choice")
-    return ext, asks_for_approximation(question)
+    return ext, _asks_for_approximation(question)
 
 
 def has_answer(ext: Extraction) -> bool:

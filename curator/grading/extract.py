@@ -175,13 +175,29 @@ def strip_math_delimiters(s: str) -> str:
     return s
 
 
+def _last_phrase(tail: str) -> re.Match | None:
+    """The last match of ``_PHRASE`` in ``tail``. Every phrase contains "ans", at most a
+    dozen characters from its start, so the regex (slow: case-insensitive, no literal
+    prefix) runs only from just before each "ans", last first."""
+    low = tail.lower()
+    end = len(low)
+    while True:
+        pos = low.rfind("ans", 0, end)
+        if pos < 0:
+            return None
+        last = None
+        for m in _PHRASE.finditer(tail, max(0, pos - 12)):
+            last = m
+        if last is not None:
+            return last
+        end = pos
+
+
 def _phrase_answer(text: str) -> tuple[int, str | None]:
     """(position in ``text``, answer) after the last answer phrase, or (-1, None)."""
     offset = max(0, len(text) - PHRASE_WINDOW)
     tail = text[offset:]
-    last = None
-    for m in _PHRASE.finditer(tail):
-        last = m
+    last = _last_phrase(tail)
     if last is None:
         return -1, None
     rest = tail[last.end():]

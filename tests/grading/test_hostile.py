@@ -51,12 +51,13 @@ def test_ten_megabyte_completions_are_graded_quickly(completion):
 
 
 def test_a_comparison_past_the_limit_is_a_timeout_verdict():
-    # any sympy comparison takes longer than a millisecond: the worker is killed
-    g = grade(r"\sqrt{2}+\sqrt{3}", r"so $\boxed{\sqrt{5+2\sqrt{6}}}$", timeout=0.001)
+    # about a second of sympy (symbolic, then random points) against a 50 ms limit
+    ref, ans = r"(x+1)^{30}", r"(1+x)^{30}+\sin(x)^2+\cos(x)^2-1"
+    g = grade(ref, rf"so $\boxed{{{ans}}}$", timeout=0.05)
     assert (g.status, g.correct, g.rule) == ("timeout", False, "timeout")
-    assert g.extracted == r"\sqrt{5+2\sqrt{6}}"
+    assert g.extracted == ans
     # and the replacement worker decides the same pair given time
-    assert grade(r"\sqrt{2}+\sqrt{3}", r"so $\boxed{\sqrt{5+2\sqrt{6}}}$", timeout=30).correct
+    assert grade(ref, rf"so $\boxed{{{ans}}}$", timeout=60).correct
 
 
 def test_guard_kills_a_task_past_its_limit_and_recovers():
