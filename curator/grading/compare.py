@@ -279,6 +279,12 @@ def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
 
     rk, pk = ref.kind, pred.kind
 
+    if pk == "choice" and rk != "choice" and pred.extra.get("value"):
+        # "The answer is (A) 29" to a question that is not multiple choice: the value
+        # counts, the letter the model put in front of it does not
+        from curator.grading.normalize import parse
+        return compare(ref, parse(pred.extra["value"]), ctx)
+
     if rk == "choice":
         if pk == "choice":
             return _ok("choice") if ref.text == pred.text else _no("choice")
@@ -303,6 +309,10 @@ def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
             return compare(ref, pred.items[0], ctx)
         if pk == "time" and pred.ampm is None:
             return _no("number")
+        if pk == "base" and ref.decimals is None and ref.value.denominator == 1 and ref.value >= 0:
+            # the reference wrote the digits of a base-b answer without the subscript
+            # ("110111" for "110111_2"): the same digits are the same answer
+            return _ok("base") if str(ref.value.numerator) == pred.text else _no("base")
         return _no("kind")
 
     if rk == "infinity":
@@ -433,6 +443,11 @@ def _compare_sequences(ref: Answer, pred: Answer, ctx: Context) -> Verdict:
         return _no("list")
     if len(ref.items) == 1:
         return compare(ref.items[0], pred, ctx)
+    if pk == "number" and pred.extra.get("grouped"):
+        # "81,256" where the reference lists "81, 256": the comma separates two answers
+        from curator.grading.normalize import parse
+        items = tuple(parse(x) for x in pred.extra["grouped"].split(","))
+        return compare(ref, Answer("list", items=items, text=pred.extra["grouped"]), ctx)
     return _no("count")
 
 

@@ -45,6 +45,9 @@ _SPACES = re.compile(r"(?<!\\)\\[,:;> ]|\\q?quad|~|\\hspace\*?\{[^{}]*\}|\\enspa
 _NEG_SPACE = re.compile(r"(?<!\\)\\!\s*")
 # "12,\\!345" and "12{,}345" are thousands separators wherever they appear
 _GROUPED_DIGITS = re.compile(r"(\d)(?:,\\!\s*|\{,\})(?=\d{3}(?!\d))")
+# "\frac{1}{29,322,216}": a brace group that holds only a comma-grouped integer (a list
+# is never a fraction's numerator or denominator)
+_GROUPED_IN_BRACES = re.compile(r"(?<!\\text)\{\s*(\d{1,3}(?:,\d{3})+)\s*\}")
 _PHANTOM = re.compile(r"\\phantom\s*(?:\{[^{}]*\}|\S)")
 _LEADING_APPROX = re.compile(r"^(?:\\approx|\\sim|~|≈)\s*")
 _BRACED_COMMA = re.compile(r"\s*\{\s*,\s*\}\s*")
@@ -118,13 +121,16 @@ class Cleaned:
     percent: bool = False
     degrees: bool = False
     unit: str | None = None
+    grouped: str | None = None   # "81,256" before its commas were read as thousands
 
 
 def _head_is_math(head: str) -> bool:
     """True when ``head`` holds no English words (so a tail word is a unit, not part of a
-    text answer such as "February 3rd")."""
+    text answer such as "February 3rd") and is a value: it has a digit or is a constant
+    or root ("\\pi\\text{ cubic inches}")."""
     bare = re.sub(r"\\[A-Za-z]+", " ", head)
-    return re.search(r"[A-Za-z]{2,}", bare) is None and re.search(r"[0-9]", head) is not None
+    return re.search(r"[A-Za-z]{2,}", bare) is None and (
+        re.search(r"[0-9]", head) is not None or re.search(r"\\(?:pi|sqrt|frac)(?![A-Za-z])", head) is not None)
 
 
 def clean(s: str) -> Cleaned:
@@ -145,6 +151,8 @@ def clean(s: str) -> Cleaned:
     s = _BINOM_CMD.sub(r"\\binom", s)
     s = _strip_text_braces(s)
     s = _GROUPED_DIGITS.sub(r"\1", s)
+    if "," in s and "{" in s:
+        s = _GROUPED_IN_BRACES.sub(lambda m: "{" + m.group(1).replace(",", "") + "}", s)
     s = _PHANTOM.sub("", s)
     s = _NEG_SPACE.sub("", s)
     s = _SPACES.sub(" ", s)
@@ -206,11 +214,13 @@ def clean(s: str) -> Cleaned:
     for pat, rep in _FRAC_SHORT:
         s = pat.sub(rep, s)
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
+    grouped = None
     if _THOUSANDS_COMMA.match(s):
+        grouped = s
         s = s.replace(",", "")
     elif _THOUSANDS_SPACE.match(s):
         s = s.replace(" ", "")
-    return Cleaned(s, percent, degrees, unit)
+    return Cleaned(s, percent, degrees, unit, grouped)
 
 
 # -- typed answers ---------------------------------------------------------------------
@@ -502,7 +512,8 @@ def is_label(s: str) -> bool:
 
 
 _CHOICE_REF = re.compile(r"^\(?([A-J])\)?$")
-_CHOICE_WITH_TEXT = re.compile(r"^\(([A-J])\)\s+\S")
+# "(A) 29", "\\textbf{(D)}\\ 3:1": a choice letter and the value it stands for
+_CHOICE_WITH_TEXT = re.compile(r"^(?:\(([A-J])\)\s+|\\text\{\s*\(([A-J])\)\s*\}\s*)(\S.*)$", re.S)
 _TEXT_ONLY = re.compile(r"^\\text\{([^{}]*)\}$")
 _WORDY = re.compile(r"^[A-Za-z][A-Za-z .,'’\-]*$")
 _TIME = re.compile(r"^(\d{1,2})\s*:\s*(\d{2})(?:\s*:\s*(\d{2}))?\s*(?:\\text\{\s*)?([ap])?\.?\s*(?:m\.?)?\s*\}?$", re.I)
@@ -529,6 +540,8 @@ def parse(s: str, *, depth: int = 0) -> Answer:
     a = _parse_clean(c.text, depth)
     if c.percent or c.degrees or c.unit:
         a = _with(a, percent=c.percent, degrees=c.degrees, unit=c.unit)
+    if c.grouped and a.kind == "number":
+        a = _with(a, extra={"grouped": c.grouped})
     return a
 
 
@@ -563,7 +576,7 @@ def _parse_clean(s: str, depth: int) -> Answer:
         return Answer("choice", text=cm.group(1))
     cm = _CHOICE_WITH_TEXT.match(s)
     if cm:
-        return Answer("choice", text=cm.group(1), extra={"label": s})
+        return Answer("choice", text=cm.group(1) or cm.group(2), extra={"label": s, "value": cm.group(3)})
 
     num = parse_number(s)
     if num is not None:
@@ -612,14 +625,14 @@ def _parse_clean(s: str, depth: int) -> Answer:
     if len(parts) > 1:
         if len(parts) > MAX_ELEMENTS:
             return Answer("toolong", text=s)
-        items = tuple(_parse_clean(p.strip(), depth + 1) for p in parts if p.strip())
+        items = tuple(_parse_item(p, depth) for p in parts if p.strip())
         return Answer("list", items=_flatten_pm(items), text=s)
 
     if _enclosed(s, "\\{", "\\}"):
         inner = s[2:-2].strip()
         if not inner:
             return Answer("set", items=(), text=s)
-        items = tuple(_parse_clean(p.strip(), depth + 1) for p in split_top(inner) if p.strip())
+        items = tuple(_parse_item(p, depth) for p in split_top(inner) if p.strip())
         return Answer("set", items=_flatten_pm(items), text=s)
 
     if _interval_brackets(s):
@@ -632,10 +645,10 @@ def _parse_clean(s: str, depth: int) -> Answer:
                 # "[x]" is a one-element vector or a bracketed value: compare the value
                 return _parse_clean(inner, depth + 1)
         elif len(elems) == 2:
-            items = tuple(_parse_clean(e.strip(), depth + 1) for e in elems)
+            items = tuple(_parse_item(e, depth) for e in elems)
             return Answer("interval", items=items, brackets=s[0] + s[-1], text=s)
         elif s[0] + s[-1] in ("()", "[]"):
-            items = tuple(_parse_clean(e.strip(), depth + 1) for e in elems)
+            items = tuple(_parse_item(e, depth) for e in elems)
             return Answer("tuple", items=items, brackets=s[0] + s[-1], text=s)
 
     operands, ops = split_relation(s)
@@ -675,6 +688,23 @@ def _parse_clean(s: str, depth: int) -> Answer:
             if all(i.kind in ("number", "expr") for i in items):
                 return Answer("ratio", items=items, text=s)
     return Answer("expr", text=s)
+
+
+# what clean() made of a degree sign inside an expression ("\sin 30^\circ")
+_AS_RADIANS = re.compile(r"^(.+?)\s*\\cdot\\frac\{\\pi\}\{180\}$")
+
+
+def _parse_item(s: str, depth: int) -> Answer:
+    """An element of a list, set, tuple or interval. A number with a degree sign, such
+    as the angle of "(6, 235^\\circ)", is that number, as it is for a whole answer: the
+    sign is only read as pi/180 inside an expression."""
+    s = s.strip()
+    m = _AS_RADIANS.match(s) if "180" in s else None
+    if m:
+        num = parse_number(m.group(1).strip())
+        if num is not None:
+            return _with(num, degrees=True)
+    return _parse_clean(s, depth + 1)
 
 
 def _valid_digits(digits: str, base: int) -> bool:
