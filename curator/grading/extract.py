@@ -125,6 +125,17 @@ _HASHES = re.compile(r"####\s*([^\n]+)")
 _HOPE = re.compile(r"\s*I\s+hope\s+it\s+is\s+correct.*$", re.I | re.S)
 
 
+_ABBREVIATION = re.compile(r"(?i)(?:mr|mrs|ms|dr|st|a\.m|p\.m|[ap]\.?m|etc|vs|no)")
+
+
+def _abbreviation_before(s: str, i: int) -> bool:
+    """True when the period at ``s[i]`` ends a short abbreviation ("Mrs.", "p.m.")."""
+    j = i
+    while j > 0 and not s[j - 1].isspace() and i - j < 8:
+        j -= 1
+    return _ABBREVIATION.fullmatch(s[j:i]) is not None
+
+
 def _sentence_end(s: str) -> str:
     """Cut ``s`` at the end of its first sentence: a period, '!' or '?' followed by space
     or the end, outside ``$...$`` and brackets (so "3.5" and "$x = 1.$" stay whole)."""
@@ -147,11 +158,10 @@ def _sentence_end(s: str) -> str:
             return s[:i]
         elif c in ".!?" and not in_dollar and depth == 0:
             if i + 1 >= n or s[i + 1] in " \n\t":
-                # "p.m." and "Mrs." are not sentence ends when a lowercase word or a
-                # capitalised name follows a short abbreviation
-                word = re.search(r"(\S+)$", s[:i])
-                w = word.group(1) if word else ""
-                if re.fullmatch(r"(?i)(?:mr|mrs|ms|dr|st|a\.m|p\.m|[ap]\.?m|etc|vs|no)", w):
+                # "p.m." and "Mrs." are not sentence ends; "The answer is 8!" is a
+                # factorial (in the TDG rationales always), "It is 5! Great." is not
+                if _abbreviation_before(s, i) or (c == "!" and i > 0 and (s[i - 1].isdigit() or s[i - 1] in ")}")
+                                                  and not s[i + 1:].lstrip()[:1].isupper()):
                     i += 1
                     continue
                 return s[:i]
@@ -193,6 +203,10 @@ def _last_phrase(tail: str) -> re.Match | None:
         end = pos
 
 
+# 'The answer is "A,B,E".', 'The answer is "P" for parabola.': the quoted part
+_QUOTED = re.compile(r'\\?["\u201c]([^"\u201c\u201d\n]{1,300}?)\\?["\u201d]')
+
+
 def _phrase_answer(text: str) -> tuple[int, str | None]:
     """(position in ``text``, answer) after the last answer phrase, or (-1, None)."""
     offset = max(0, len(text) - PHRASE_WINDOW)
@@ -206,8 +220,9 @@ def _phrase_answer(text: str) -> tuple[int, str | None]:
     # answer on the next line ("The answer is:\n\n$5$") is allowed.
     if rest.startswith("\n"):
         rest = rest.lstrip()
-    ans = _sentence_end(rest).strip()
-    ans = strip_math_delimiters(ans.rstrip(" .,;:"))
+    quoted = _QUOTED.match(rest)
+    ans = quoted.group(1) if quoted else _sentence_end(rest).strip()
+    ans = strip_math_delimiters(ans.strip().rstrip(" .,;:"))
     if _is_sentence(ans):
         # "The final answer is: the volume of $ABCD$ is 120" -> 120
         ans = _last_math(ans) or ans
@@ -242,7 +257,8 @@ def _final_sentence(text: str) -> str:
         if c == "$":
             in_dollar = not in_dollar
         buf.append(c)
-        if c == "\u3002" or c in ".!?" and not in_dollar and (i + 1 == len(line) or line[i + 1] == " "):
+        if c == "\u3002" or c in ".!?" and not in_dollar and (i + 1 == len(line) or line[i + 1] == " ") \
+                and not (c == "." and _abbreviation_before(line, i)):
             parts.append("".join(buf))
             buf = []
         i += 1
@@ -314,11 +330,17 @@ def _is_sentence(s: str) -> bool:
     return _words(s) >= 3
 
 
+# two or more Chinese, Japanese or Korean characters: words, which _WORD does not see
+_CJK_WORD = re.compile("[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]{2,}")
+
+
 def _is_bare(s: str) -> bool:
     """A short one-line answer rather than a sentence ("0.5", "$\\frac12$",
     "(2x-1)(2x+1)", "Mrs. Hilt", "10 square units"): at most 3 words outside math."""
     if len(s) > BARE_MAX_CHARS or "\n" in s:
         return False
+    if _CJK_WORD.search(s):
+        return False  # "计划的比例为13/28" is a sentence ("the planned ratio is 13/28")
     n = _words(s)
     if n and _MATH_SPANS.search(s):
         return False  # "We find that $x < 3$": the math is the answer, not the words
@@ -370,7 +392,8 @@ def extract(text: str, *, multiple_choice: bool = False) -> Extraction:
             if letter:
                 return Extraction(letter, found.rule + "-choice")
             return found
-        m = re.match(r"\s*\(?([A-J])\)?(?:[.:)]|\s*$)", text)
+        # "B.", "(B):", "B" alone, or "B。不是 A" (the letter, then a sentence in Chinese)
+        m = re.match(r"\s*\(?([A-J])\)?(?:[.:)\u3002\uff0c\uff1a]|\s*$|\s*[\u3400-\u9fff])", text)
         if m:
             return Extraction(m.group(1), "leading-choice")
         letter = choice_letter(_final_sentence(text), last=True)

@@ -44,6 +44,21 @@ REGRESSIONS = [
     # a reference that writes base-b digits without the subscript
     ("110111", r"So the product is $\boxed{110111_2}$.", True),
     ("110111", boxed("110110_2"), False),
+    # extraction: an abbreviation is not the end of the final sentence (TDG, GPT-4)
+    ("27", "Multiplying, 3*9 = 27.\nSo, there are 27 girls in Ms. Snow's math class.", True),
+    # "The answer is 8!" after a box: a factorial, not an exclamation (TDG, 16 rationales)
+    (r"40,\!320", "Thus there are $\\boxed{8!}$ ways.\nThe answer is 8!", True),
+    ("5", "The answer is 5! Great.", True),
+    # a quoted closing answer (TDG; lighteval's "12 and 13")
+    (r"\text{A,B,E}", 'So the functions with inverses are A, B and E. The answer is "A,B,E".', True),
+    (r"\text{A, D, F, G, H}", 'The answer is "A, C, D, F, G, H".', False),
+    (r"\text{(P)}", 'The curve is a parabola. The answer is "P" for parabola.', True),
+    ("12\\text{ and }13", 'Final Answer: The final answer is \\"$12 $ and $13 $\\". I hope it is correct.', True),
+    # a sentence in Chinese is not a bare answer; its last number is (lighteval)
+    ("13/28", "计划的比例为13/28", True),
+    ("300", "因此，水池中水将在300分钟内被放完。", True),
+    ("B", "B。不是 A", True),
+    ("B", "B不是 A", True),
 ]
 
 POLICY = [
