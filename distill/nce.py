@@ -68,7 +68,7 @@ BETAS_META = "betas.meta.json"
 BETA_SUMMARY = "beta_summary.json"
 BETA_PLOT = "beta_hist.png"
 # Bytes of one float32 [chunk, vocab] distribution when the chunk size is automatic; the
-# chunk loop keeps about four such tensors alive.
+# chunk loops keep two such tensors alive (three with a temperature other than 1).
 AUTO_CHUNK_BYTES = 64 * 2**20
 
 
@@ -156,11 +156,15 @@ def auto_chunk(vocab: int) -> int:
 def kl_rows(h_p: torch.Tensor, h_q: torch.Tensor, weight: torch.Tensor,
             bias: torch.Tensor | None, chunk: int) -> torch.Tensor:
     """KL(softmax(W h_p) || softmax(W h_q)) for each row of ``[N, d]`` hidden states, in
-    chunks of ``chunk`` rows; ``[N]`` float32."""
+    chunks of ``chunk`` rows; ``[N]`` float32. At most three ``[chunk, V]`` tensors alive;
+    exactly 0 for rows where ``h_p`` and ``h_q`` are equal."""
     out = torch.empty(h_p.shape[0], dtype=torch.float32, device=h_p.device)
     for s in range(0, h_p.shape[0], chunk):
-        out[s:s + chunk] = kl_divergence(_logits(h_p[s:s + chunk], weight, bias),
-                                         _logits(h_q[s:s + chunk], weight, bias))
+        # each logits tensor is freed as soon as its log_softmax exists; then in place
+        log_p = F.log_softmax(_logits(h_p[s:s + chunk], weight, bias), dim=-1)
+        diff = F.log_softmax(_logits(h_q[s:s + chunk], weight, bias), dim=-1).neg_().add_(log_p)
+        out[s:s + chunk] = torch.bmm(log_p.exp_().unsqueeze(1), diff.unsqueeze(2)).view(-1)
+        del log_p, diff
     return out
 
 
@@ -178,19 +182,23 @@ class _NCEHead(torch.autograd.Function):
         t = float(temperature)
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
+            # Logits are freed as soon as their (log-)softmax exists, and the rest is in
+            # place: two [chunk, V] tensors alive after each step (three with T != 1).
+            zt = _logits(h_t[s:e], weight, bias)
+            p = F.softmax(zt.div_(t) if t != 1.0 else zt, dim=-1)    # p_T
+            del zt
             zs = _logits(h_s[s:e], weight, bias)
-            p = F.softmax(_logits(h_t[s:e], weight, bias) / t, dim=-1)
-            logq = F.log_softmax(zs / t, dim=-1) if t != 1.0 else F.log_softmax(zs, dim=-1)
             tgt = targets[s:e].unsqueeze(-1)
-            kd_tok[s:e] = -torch.bmm(p.unsqueeze(1), logq.unsqueeze(2)).view(-1)
             if t == 1.0:
+                logq, q1 = F.log_softmax(zs, dim=-1), None
                 ce_tok[s:e] = -logq.gather(-1, tgt).squeeze(-1)
-                q1 = None
             else:
+                logq = F.log_softmax(zs / t, dim=-1)
                 q1 = F.log_softmax(zs, dim=-1)
                 ce_tok[s:e] = -q1.gather(-1, tgt).squeeze(-1)
                 q1 = q1.exp_()
             del zs
+            kd_tok[s:e] = -torch.bmm(p.unsqueeze(1), logq.unsqueeze(2)).view(-1)
             if not want_grad:
                 continue
             a = ce_w[s:e].float().unsqueeze(-1)
