@@ -1,6 +1,16 @@
 #!/usr/bin/env bash
 # The main job, end to end, on the embedded default: no API key, no GPU, no network.
 # Run it with `make demo` (which installs .venv first). Everything lands in demo-out/.
+#
+# curation: load problems -> a teacher run through the real OpenAI client against the
+# local teacher server -> a second teacher run imported -> grade -> stats and SQL on the
+# failures -> export training splits and eval problems -> HTML report;
+# distillation: tiny model -> NAT -> NCE -> student rationales imported as a run and
+# graded like a teacher's -> the paper's comparison table (distill compare).
+#
+# Budgets are tiny (a random 2-layer model, a dozen optimiser steps) so that it finishes in
+# a few minutes on 2 CPU cores; the accuracies are therefore zero. The mechanics are the
+# ones of a real run: swap the base model, the teacher and the budgets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=demo-out
@@ -8,16 +18,74 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 export CURATOR_DB="$OUT/curator.duckdb"
 DEMO=curator/demo
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+K=4                      # teacher rationales per train problem
+export CUDA_VISIBLE_DEVICES=""   # CPU, even on a machine with a GPU: same numbers everywhere
+# A 2-layer, 64-wide model gains nothing from intra-op threads, and on a small shared
+# machine torch's spinning OpenMP threads made sampling 5-10x slower; one thread is steady.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+export TQDM_DISABLE="${TQDM_DISABLE:-1}"      # no per-step progress bars in the transcript
+START=$SECONDS
+step() { printf '\n\033[1m== %s\033[0m  (%ss)\n' "$*" "$((SECONDS - START))"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "1. Create the warehouse and load problems (200 MATH train, 70 MATH test)"
-curator init
-curator load math "$DEMO/math_train_200.jsonl"
-curator load math "$DEMO/math_test_70.jsonl"
+run curator init
+run curator load math "$DEMO/math_train_200.jsonl"
+run curator load math "$DEMO/math_test_70.jsonl"
 
-step "2. Import released teacher rationales (GPT-4, 8 per problem) as a run"
-curator import tdg "$DEMO/tdg_gpt4_200.jsonl.gz" --model gpt-4
+step "2. Teacher run: $K rationales per train problem from the local teacher server"
+# The server replays the GPT-4 rationales of the TDG release by question; the real openai
+# client talks to it over HTTP on 127.0.0.1. Port 0 lets the OS pick a free port, which
+# the server writes to --port-file once it listens.
+run curator serve --replay "$DEMO/tdg_gpt4_200.jsonl.gz" --port 0 \
+    --port-file "$OUT/server.url" --log "$OUT/server-requests.jsonl" >"$OUT/server.log" 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 300); do
+    [[ -s "$OUT/server.url" ]] && break
+    kill -0 "$SERVER" 2>/dev/null || { cat "$OUT/server.log"; echo "demo: the teacher server did not start" >&2; exit 1; }
+    sleep 0.1
+done
+[[ -s "$OUT/server.url" ]] || { echo "demo: the teacher server did not listen within 30 s" >&2; exit 1; }
+URL=$(cat "$OUT/server.url")
+cat "$OUT/server.log"
+export CURATOR_API_KEY=demo-no-key-needed   # the local server checks none; real ones do
+run curator generate --provider openai-compatible --base-url "$URL/v1" --model gpt-4 \
+    --dataset math --split train --samples "$K" --grade --quiet
+kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; trap - EXIT
+echo "teacher server stopped; $(wc -l <"$OUT/server-requests.jsonl") requests logged in $OUT/server-requests.jsonl"
 
-step "3. What is in the warehouse"
-curator stats
-curator sql "SELECT subject, count(*) AS problems FROM problems WHERE split = 'train' GROUP BY 1 ORDER BY 2 DESC" -f markdown
+step "3. A second teacher run: the released rationales imported as they are (8 per problem)"
+run curator import tdg "$DEMO/tdg_gpt4_200.jsonl.gz" --model gpt-4
+
+step "4. Grade what is not graded yet, then look at the warehouse"
+run curator grade --quiet
+run curator stats
+run curator sql "SELECT teacher, grade_status, count(*) AS negatives, count(DISTINCT problem_id) AS problems
+                 FROM failure_chains GROUP BY ALL ORDER BY teacher, negatives DESC" -f markdown
+run curator sql "SELECT subject, count(*) AS hard_problems FROM hard_problems GROUP BY 1 ORDER BY 2 DESC" -f markdown
+
+step "5. Export training splits and the 70 test problems; HTML report"
+run curator export "$OUT/export" --splits train=0.9,validation=0.1
+run curator export-eval "$OUT/eval" --dataset math --split test
+run curator report "$OUT/report.html"
+
+step "6. Students: a tiny model, NAT, NCE, student rationales graded like a teacher's"
+TRAIN=(--epochs 1 --max-steps 8 --batch-size 4 --max-length 256 --lr 5e-3 --logging-steps 4 --cpu)
+run distill init-tiny "$OUT/tiny-model"
+run distill nat --base "$OUT/tiny-model" --data "$OUT/export" --out "$OUT/nat" "${TRAIN[@]}" --gate-width 32
+run distill nce --base "$OUT/tiny-model" --data "$OUT/export" --nat "$OUT/nat" --out "$OUT/nce" "${TRAIN[@]}"
+run distill generate --base "$OUT/tiny-model" --adapter "$OUT/nce" --data "$OUT/eval" \
+    --samples 2 --max-new-tokens 48 --temperature 0.7 --device cpu --out "$OUT/student.jsonl"
+run curator import jsonl "$OUT/student.jsonl" --dataset math --split test
+run curator grade --quiet
+# Teachers answered the train problems, the student the test ones: the same grader, the
+# same views, one query.
+run curator sql "SELECT model, kind, samples, graded, positives, negatives,
+                        round(positives / graded, 3) AS pass_rate
+                 FROM run_stats ORDER BY pass_rate DESC, model" -f markdown
+
+step "7. The paper's comparison table on the demo export (distill compare)"
+run distill compare --config distill/configs/demo-compare.toml
+
+step "done in $((SECONDS - START)) s: everything is in $OUT/ (report: $OUT/report.html, table: $OUT/compare/comparison.md)"
