@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from curator.grading import screen
-from curator.grading.normalize import Answer, is_label, normalize_text
+from curator.grading.normalize import Answer, is_label, normalize_text, parse_number
 
 CORRECT = "correct"
 WRONG = "wrong"
@@ -260,6 +260,8 @@ def compare_relations(ref: Answer, pred: Answer, ctx: Context) -> Verdict:
 # -- the dispatcher ---------------------------------------------------------------------
 
 _SEQ = ("list", "set", "tuple")
+# a number, a space and a one-letter unit: metres, grams, seconds, hours, litres
+_ONE_LETTER_UNIT = re.compile(r"^(-?[\d.]+)\s+[mgshlL]$")
 
 
 def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
@@ -303,12 +305,20 @@ def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
         pn = _as_number(pred)
         if pn is not None:
             return compare_numbers(ref, _keep_flags(pn, pred), ctx)
+        m = _ONE_LETTER_UNIT.match(pred.text) if pk == "expr" else None
+        if m and parse_number(m.group(1)) is not None:
+            # "24 m" against the number 24 is a length in metres, not 24 times m
+            return compare_numbers(ref, parse_number(m.group(1)), ctx)
         if pk == "expr":
             return _sympy_scalar(ref, pred, ctx)
         if pk in _SEQ and len(pred.items) == 1:
             return compare(ref, pred.items[0], ctx)
         if pk == "time" and pred.ampm is None:
             return _no("number")
+        if pk == "time" and ref.decimals is None and ref.value.denominator == 1 and 1 <= ref.value <= 12:
+            # "What time will it be?": "9" and "9 p.m." are the same clock reading
+            return _ok("time") if pred.value % 60 == 0 and pred.value // 60 % 12 == ref.value % 12 \
+                else _no("time")
         if pk == "base" and ref.decimals is None and ref.value.denominator == 1 and ref.value >= 0:
             # the reference wrote the digits of a base-b answer without the subscript
             # ("110111" for "110111_2"): the same digits are the same answer

@@ -80,7 +80,7 @@ _MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "pi
                "and", "or", "i", "e", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
                "mod", "pmod", "gcd", "lcm", "det", "max", "min", "deg"}
 _PLAIN_UNIT_TAIL = re.compile(
-    r"^(?P<head>.*?[0-9}\)\]])(?P<sp>\s*)(?P<unit>(?:[A-Za-z]+\.?)(?:\s+[A-Za-z]+\.?)*)"
+    r"^(?P<head>.*?[0-9}\)\]])(?P<sp>\s*)(?P<unit>(?:[A-Za-z]+\.?(?:/[A-Za-z]+)?)(?:\s+[A-Za-z]+\.?(?:/[A-Za-z]+)?)*)"
     r"\s*(?:\^\s*\{?\s*[23]\s*\}?|²|³)?\s*$")
 
 
@@ -124,6 +124,31 @@ class Cleaned:
     grouped: str | None = None   # "81,256" before its commas were read as thousands
 
 
+def _ascii_sqrt(s: str) -> str:
+    """``42x*sqrt(5x)`` -> ``42x*\\sqrt{5x}`` (the closing "The answer is" line is often
+    plain text)."""
+    out, i = [], 0
+    while True:
+        j = s.find("sqrt(", i)
+        if j < 0 or (j > 0 and s[j - 1] == "\\"):
+            out.append(s[i:] if j < 0 else s[i:j + 5])
+            if j < 0:
+                return "".join(out)
+            i = j + 5
+            continue
+        depth, k = 0, j + 4
+        while k < len(s):
+            depth += {"(": 1, ")": -1}.get(s[k], 0)
+            if depth == 0:
+                break
+            k += 1
+        if k >= len(s):
+            out.append(s[i:])
+            return "".join(out)
+        out.append(s[i:j] + "\\sqrt{" + s[j + 5:k] + "}")
+        i = k + 1
+
+
 def _head_is_math(head: str) -> bool:
     """True when ``head`` holds no English words (so a tail word is a unit, not part of a
     text answer such as "February 3rd") and is a value: it has a digit or is a constant
@@ -162,6 +187,11 @@ def clean(s: str) -> Cleaned:
     s = _WS.sub(" ", s).strip()
     s = s.rstrip(" .;,")
     s = _unwrap_braces(s)
+    # "(since ..., the answer is 1)." and "...\right)}." leave one closer too many
+    # (a ")" that may close a "[" is a half-open interval "[0, 1)", not one too many)
+    if s[-1:] == "}" and s.count("}") == s.count("{") + 1 \
+            or s[-1:] == ")" and s.count(")") == s.count("(") + 1 and s.count("[") == s.count("]"):
+        s = s[:-1].rstrip()
     s = _LEADING_APPROX.sub("", s)
 
     degrees = False
@@ -211,6 +241,8 @@ def clean(s: str) -> Cleaned:
     if m and m.start() > 0 and not percent:
         percent = True
         s = s[:m.start()].strip()
+    if "sqrt(" in s:
+        s = _ascii_sqrt(s)
     for pat, rep in _FRAC_SHORT:
         s = pat.sub(rep, s)
     s = _SQRT_SHORT.sub(r"\\sqrt{\1}", s)
@@ -517,6 +549,7 @@ _CHOICE_WITH_TEXT = re.compile(r"^(?:\(([A-J])\)\s+|\\text\{\s*\(([A-J])\)\s*\}\
 _TEXT_ONLY = re.compile(r"^\\text\{([^{}]*)\}$")
 _WORDY = re.compile(r"^[A-Za-z][A-Za-z .,'’\-]*$")
 _TIME = re.compile(r"^(\d{1,2})\s*:\s*(\d{2})(?:\s*:\s*(\d{2}))?\s*(?:\\text\{\s*)?([ap])?\.?\s*(?:m\.?)?\s*\}?$", re.I)
+_HOUR_AMPM = re.compile(r"^(\d{1,2})\s*(?:\\text\{\s*)?([ap])\.?\s*m\.?\s*\}?$", re.I)
 _BASE = re.compile(r"^([0-9A-Za-z.]+)_\{?(\d{1,2})\}?$")
 _MATRIX = re.compile(r"^\\begin\{([pbBvV]?matrix|array|smallmatrix)\}(?:\{[^{}]*\})?(.*)\\end\{\1\}$", re.S)
 _CASES = re.compile(r"^\\begin\{cases\}(.*)\\end\{cases\}$", re.S)
@@ -582,6 +615,10 @@ def _parse_clean(s: str, depth: int) -> Answer:
     if num is not None:
         return num
 
+    m = _HOUR_AMPM.match(s)
+    if m and 1 <= int(m.group(1)) <= 12:
+        ampm = m.group(2).lower()
+        return Answer("time", value=(int(m.group(1)) % 12 + (12 if ampm == "p" else 0)) * 60, ampm=ampm, text=s)
     m = _TIME.match(s)
     if m and int(m.group(2)) < 60 and int(m.group(1)) <= 24:
         h, mi = int(m.group(1)), int(m.group(2))

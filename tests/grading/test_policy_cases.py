@@ -63,6 +63,24 @@ REGRESSIONS = [
     # the one timeout of the 120,000 TDG rationales)
     ("2^{n - 1}", boxed(r"\sum_{k = 0}^{n - 1} \frac{k!}{(n - k)!}"), False),
     ("2^n", boxed(r"\sum_{k=0}^{n} \binom{n}{k}"), True),
+    # units in a closing "The answer is" line (TDG, GPT-3.5): slashes, one-letter units
+    ("3", r"so the speed is $\boxed{3}$ km/hr.\nThe answer is 3 km/hr.", True),
+    ("12", r"$\boxed{12 \text{ hours/week}}$.\nThe answer is 12 hours/week.", True),
+    ("24", r"the perimeter is $8+8+8=\boxed{24}$ m.\nThe answer is 24 m", True),
+    ("25", "The answer is 24 m", False),
+    ("2m", boxed("2 m"), True),           # against an expression, "m" is a variable
+    # sqrt(...) in a plain-text closing line
+    (r"42x\sqrt{5x}", r"$= \boxed{42x\sqrt{5x}}$.\nThe answer is 42x*sqrt(5x)", True),
+    (r"42x\sqrt{5x}", "The answer is 42x*sqrt(6x)", False),
+    # one closer too many, from the sentence around the answer
+    ("1", r"so $x = \boxed{1}$ (since there is only one nonnegative solution, the answer is 1).", True),
+    (r"\left( 2 \sqrt{2}, \frac{5 \pi}{4} \right)",
+     r"The answer is \left(2\sqrt{2}, \frac{5\pi}{4}\right)}.", True),
+    ("[0,1)", boxed("[0, 1)"), True),     # ... but a half-open interval keeps its ")"
+    ("[0,1)", boxed("[0, 1]"), False),
+    # a clock time: "9" and "9 p.m." are the same reading
+    ("9", r"Thus, the time will be $\boxed{9\text{ p.m.}}$ 12 hours from now.", True),
+    ("9", boxed(r"10 \text{ p.m.}"), False),
 ]
 
 POLICY = [
