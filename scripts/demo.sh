@@ -11,7 +11,8 @@
 # Budgets are tiny (a random 2-layer model, a dozen optimiser steps) so that it finishes in
 # a few minutes on 2 CPU cores; the accuracies are therefore zero. The mechanics are the
 # ones of a real run: swap the base model, the teacher and the budgets.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "demo: failed (exit $?) at scripts/demo.sh line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 OUT=demo-out
 rm -rf "$OUT"
@@ -26,7 +27,10 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export TQDM_DISABLE="${TQDM_DISABLE:-1}"      # no per-step progress bars in the transcript
 START=$SECONDS
 step() { printf '\n\033[1m== %s\033[0m  (%ss)\n' "$*" "$((SECONDS - START))"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+run() {   # echo a command, run it, stop the demo with what failed if it fails
+    printf '$ %s\n' "$*"
+    "$@" || { local rc=$?; echo "demo: failed (exit $rc): $*" >&2; exit "$rc"; }
+}
 
 step "1. Create the warehouse and load problems (200 MATH train, 70 MATH test)"
 run curator init
@@ -37,8 +41,10 @@ step "2. Teacher run: $K rationales per train problem from the local teacher ser
 # The server replays the GPT-4 rationales of the TDG release by question; the real openai
 # client talks to it over HTTP on 127.0.0.1. Port 0 lets the OS pick a free port, which
 # the server writes to --port-file once it listens.
-run curator serve --replay "$DEMO/tdg_gpt4_200.jsonl.gz" --port 0 \
-    --port-file "$OUT/server.url" --log "$OUT/server-requests.jsonl" >"$OUT/server.log" 2>&1 &
+SERVE=(curator serve --replay "$DEMO/tdg_gpt4_200.jsonl.gz" --port 0
+       --port-file "$OUT/server.url" --log "$OUT/server-requests.jsonl")
+printf '$ %s &\n' "${SERVE[*]}"
+"${SERVE[@]}" >"$OUT/server.log" 2>&1 &   # not through run(): $! must be the server itself
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
 for _ in $(seq 300); do
