@@ -27,8 +27,15 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export TQDM_DISABLE="${TQDM_DISABLE:-1}"      # no per-step progress bars in the transcript
 START=$SECONDS
 step() { printf '\n\033[1m== %s\033[0m  (%ss)\n' "$*" "$((SECONDS - START))"; }
+show() {  # print a command the way it could be typed (arguments quoted where needed)
+    local a line="$"
+    for a in "$@"; do
+        if [[ $a =~ ^[][A-Za-z0-9_./:=,@+%-]+$ ]]; then line+=" $a"; else line+=" '${a//\'/\'\\\'\'}'"; fi
+    done
+    printf '%s\n' "$line"
+}
 run() {   # echo a command, run it, stop the demo with what failed if it fails
-    printf '$ %s\n' "$*"
+    show "$@"
     "$@" || { local rc=$?; echo "demo: failed (exit $rc): $*" >&2; exit "$rc"; }
 }
 
@@ -43,7 +50,7 @@ step "2. Teacher run: $K rationales per train problem from the local teacher ser
 # the server writes to --port-file once it listens.
 SERVE=(curator serve --replay "$DEMO/tdg_gpt4_200.jsonl.gz" --port 0
        --port-file "$OUT/server.url" --log "$OUT/server-requests.jsonl")
-printf '$ %s &\n' "${SERVE[*]}"
+printf '%s &\n' "$(show "${SERVE[@]}")"
 "${SERVE[@]}" >"$OUT/server.log" 2>&1 &   # not through run(): $! must be the server itself
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
@@ -66,6 +73,7 @@ run curator import tdg "$DEMO/tdg_gpt4_200.jsonl.gz" --model gpt-4
 
 step "4. Grade what is not graded yet, then look at the warehouse"
 run curator grade --quiet
+run curator check '\frac{1}{2}' 'so the answer is $\boxed{0.5}$.'   # how one verdict is reached
 run curator stats
 run curator sql "SELECT teacher, grade_status, count(*) AS negatives, count(DISTINCT problem_id) AS problems
                  FROM failure_chains GROUP BY ALL ORDER BY teacher, negatives DESC" -f markdown
