@@ -54,9 +54,11 @@ _BRACED_COMMA = re.compile(r"\s*\{\s*,\s*\}\s*")
 # "\\frac" written with doubled backslashes by a JSON round trip
 _DOUBLED = re.compile(r"(?<!\\)\\\\(?=(?:[dtc]?frac|sqrt|text|pi|cdot|times|left|right|infty|"
                       r"begin|end|circ|le|ge|ne|pm|mp|sin|cos|tan|log|ln|boxed)(?![a-z]))")
-_DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|"
+# "^{\circ}" and "^\circ"; a "}" after "^\circ" closes an outer group ("\sin^2 2.5^\circ}")
+_DEGREE = re.compile(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ)|\\circ(?![A-Za-z])|\\degree(?![A-Za-z])|"
                      r"\^\s*\{\\text\{o\}\}")
-_TRAILING_DEGREE = re.compile(r"(?:\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|\^\s*\{\\text\{o\}\})\s*(?:\\text\{\s*[CF]\s*\}|[CF])?\s*$")
+_TRAILING_DEGREE = re.compile(r"(?:\^\s*(?:\{\s*\\circ\s*\}|\\circ)|\\circ|\\degree|\^\s*\{\\text\{o\}\})\s*(?:\\text\{\s*[CF]\s*\}|[CF])?\s*$")
+_TRIG = re.compile(r"\\(?:sin|cos|tan|cot|sec|csc)(?![A-Za-z])")
 _PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*percent\s*\}|\bpercent\b|\bper\s*cent\b)\s*$", re.I)
 _CURRENCY = re.compile(r"\\\$|\\textdollar|(?<=\d)\s*\\text\{\s*dollars?\s*\}")
 _EMPTY_TEXT = re.compile(r"\\text\{\s*\}")
@@ -197,7 +199,8 @@ def clean(s: str) -> Cleaned:
     degrees = False
     if "circ" in s or "degree" in s:
         m = _TRAILING_DEGREE.search(s)
-        if m:
+        # "\sin 30^\circ" ends in a degree sign too, but it is an angle inside a function
+        if m and not _TRIG.search(s[:m.start()]):
             degrees = True
             s = s[:m.start()].strip()
         if "circ" in s or "degree" in s:

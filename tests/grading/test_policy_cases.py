@@ -81,6 +81,12 @@ REGRESSIONS = [
     # a clock time: "9" and "9 p.m." are the same reading
     ("9", r"Thus, the time will be $\boxed{9\text{ p.m.}}$ 12 hours from now.", True),
     ("9", boxed(r"10 \text{ p.m.}"), False),
+    # a degree sign that ends an expression is an angle in it, not a unit to drop
+    (r"\frac12", boxed(r"\sin 30^\circ"), True),
+    (r"\frac12", boxed(r"\sin 30"), False),
+    ("30", boxed(r"30^{\circ}"), True),
+    # "^\circ}" closing an outer group keeps its brace
+    (r"\frac{1}{2}", boxed(r"\frac{\sin 30^\circ}{1}"), True),
 ]
 
 POLICY = [
