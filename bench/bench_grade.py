@@ -499,7 +499,7 @@ def markdown(res: dict, command: str) -> str:
         "## Grading: `curator grade` vs math-verify, with Hendrycks `is_equiv` as the anchor",
         "",
         f"The {res['rationales']:,} TDG rationales (MATH train, GPT-3.5-turbo and GPT-4, 8 per "
-        "problem), imported with `curator import tdg`. Our grader (`curator-grader-1`) runs as "
+        f"problem), imported with `curator import tdg`. Our grader (`{res['grade_pending']['version']}`) runs as "
         "users run it, `grade_pending` on a fresh copy of the ungraded warehouse in a fresh "
         "process (extraction and cheap pairs in process, each distinct pair once, sympy pairs in "
         "killable workers, verdicts committed every second), and as `grade()` called once per "

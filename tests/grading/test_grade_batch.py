@@ -107,7 +107,7 @@ def test_runs_failed_samples_and_missing_references(graded_wh, cli):
 
 def test_cli_grade_and_stats(graded_wh, cli):
     out = cli("grade", "--workers", "2").output
-    assert "graded 1,600 samples" in out and "curator-grader-1" in out
+    assert "graded 1,600 samples" in out and GRADER_VERSION in out
     assert "graded 0 samples" in cli("grade").output
     stats = json.loads(cli("stats", "--format", "json").output)
     run = next(r for r in stats["runs"] if r["model"] == "gpt-4")

@@ -51,11 +51,22 @@ def test_ten_megabyte_completions_are_graded_quickly(completion):
 
 
 def test_a_comparison_past_the_limit_is_a_timeout_verdict():
-    # about a second of sympy (symbolic, then random points) against a 50 ms limit
-    ref, ans = r"(x+1)^{30}", r"(1+x)^{30}+\sin(x)^2+\cos(x)^2-1"
-    g = grade(ref, rf"so $\boxed{{{ans}}}$", timeout=0.05)
-    assert (g.status, g.correct, g.rule) == ("timeout", False, "timeout")
-    assert g.extracted == ans
+    # A fresh pair (a new constant each try, so no cache of the worker's helps) costs
+    # tens of milliseconds of LaTeX parsing and sympy, against a 2 ms limit. A verdict
+    # that is already back when the parent looks is kept, so on a loaded machine a try
+    # may still come back decided; one of five must time out.
+    import random
+    statuses = []
+    for _ in range(5):
+        c = random.randint(10**6, 10**9)
+        ref, ans = rf"(x+{c})^{{30}}", rf"({c}+x)^{{30}}+\sin(x)^2+\cos(x)^2-1"
+        g = grade(ref, rf"so $\boxed{{{ans}}}$", timeout=0.002)
+        statuses.append(g.status)
+        assert g.status in ("timeout", "correct") and g.extracted == ans
+        if g.status == "timeout":
+            assert (g.correct, g.rule) == (False, "timeout")
+            break
+    assert "timeout" in statuses
     # and the replacement worker decides the same pair given time
     assert grade(ref, rf"so $\boxed{{{ans}}}$", timeout=60).correct
 
