@@ -107,7 +107,7 @@ def warehouse_stats(wh: Warehouse) -> Stats:
             SELECT run_id, kind, coalesce(provider, '') AS provider, model, samples, errors,
                    truncated, prompt_tokens, completion_tokens, round(cost_usd, 4) AS cost_usd,
                    graded, positives, negatives,
-                   CASE WHEN graded > 0 THEN round(positives / graded, 4) END AS pass_rate
+                   round(pass_rate, 4) AS pass_rate
             FROM run_stats ORDER BY created_at, run_id""")
         grader = scalar(con, "SELECT grader_version FROM current_grader")
     return Stats(problems=problems, runs=runs, grader=grader)

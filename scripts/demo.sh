@@ -96,7 +96,7 @@ run curator grade --quiet
 # Teachers answered the train problems, the student the test ones: the same grader, the
 # same views, one query.
 run curator sql "SELECT model, kind, samples, graded, positives, negatives,
-                        round(positives / graded, 3) AS pass_rate
+                        round(pass_rate, 3) AS pass_rate
                  FROM run_stats ORDER BY pass_rate DESC, model" -f markdown
 
 step "7. The paper's comparison table on the demo export (distill compare)"

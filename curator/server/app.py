@@ -13,9 +13,11 @@ an API key sent to the server is not written anywhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
+import signal
 import threading
 import time
 from collections import deque
@@ -712,8 +714,13 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
         lib = len(srv.responder.library)
         announce(f"teacher server on {url} (OpenAI base URL {url}/v1, Anthropic base URL "
                  f"{url}); {lib} recorded question(s); Ctrl-C stops it")
+        # SIGTERM (what `kill` and a script's trap send; background jobs of a
+        # non-interactive shell ignore SIGINT) stops it as cleanly as Ctrl-C
+        stop = asyncio.Event()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await srv.stop()
 

@@ -38,6 +38,8 @@ def test_grades_every_sample_once_and_the_views_follow(graded_wh):
     assert q(wh, "SELECT (SELECT count(*) FROM positives), (SELECT count(*) FROM negatives)") \
         == [(rep.positives, rep.negatives)]
     assert q(wh, "SELECT grader_version FROM current_grader") == [(GRADER_VERSION,)]
+    assert q(wh, "SELECT graded, positives, pass_rate FROM run_stats") == \
+        [(1600, rep.positives, rep.positives / 1600)]
     # a second run finds nothing left to grade
     assert grade_pending(wh).graded == 0
 

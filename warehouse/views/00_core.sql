@@ -48,7 +48,9 @@ SELECT r.run_id, r.kind, r.provider, r.model, r.created_at,
        coalesce(sum(s.cost_usd), 0)                         AS cost_usd,
        count(g.sample_id)                                   AS graded,
        count(*) FILTER (WHERE g.correct)                    AS positives,
-       count(*) FILTER (WHERE NOT g.correct)                AS negatives
+       count(*) FILTER (WHERE NOT g.correct)                AS negatives,
+       CASE WHEN count(g.sample_id) > 0
+            THEN count(*) FILTER (WHERE g.correct)::DOUBLE / count(g.sample_id) END AS pass_rate
 FROM runs r
 LEFT JOIN samples s ON s.run_id = r.run_id
 LEFT JOIN grades g ON g.sample_id = s.sample_id
