@@ -3,22 +3,25 @@
 The pipeline, all inside one read-only connection (one consistent snapshot; the
 warehouse is never written except for the one-row record of the finished export):
 
-1. **candidates** (narrow, no text): every sample graded by the current grader,
-   labelled by the ``positives`` / ``negatives`` views, with one flag per filter in a
-   fixed order (``--runs``, ``--dataset``, ``--where``, no error, has a rationale, not
-   truncated). The flags count the funnel, so an empty selection names the filter that
-   emptied it.
+1. **records**: the one pass over the text. Every sample graded by the current
+   grader, labelled by the ``positives`` / ``negatives`` views, with one flag per
+   filter in a fixed order (``--runs``, ``--dataset``, ``--where``, no error, has a
+   rationale, not truncated), and, for the samples that pass them all, the record
+   fields and a 64-bit hash of the rationale; into a temporary table in file order
+   (problem, sample). The flags count the funnel, so an empty selection names the
+   filter that emptied it. (Reading the text is cheap; what costs is sorting and
+   copying it, so it is done once, and only for the samples that pass.)
 2. **split** by problem (:mod:`curator.exporting.splits`), stratified by subject and
-   level unless told otherwise. Duplicate removal keeps one rationale of each group
-   and a cap of K >= 1 keeps at least one of each label, so neither changes which
-   problems are exported and the split can be decided first; a cap of 0 is a filter.
-3. **records**: the one pass over the text, in file order (split, problem, sample),
-   into a temporary table with a 64-bit hash of each rationale.
-4. **duplicates and caps**: rationales of one problem with equal hashes are compared
+   level unless told otherwise, written into the records' ``export_split`` column (an
+   UPDATE keeps the rows where they are). Duplicate removal keeps one rationale of
+   each group and a cap of K >= 1 keeps at least one of each label, so neither
+   changes which problems are exported and the split can be decided first; a cap of
+   0 is a filter.
+3. **duplicates and caps**: rationales of one problem with equal hashes are compared
    as text (exactly), and all but the one with the smallest sample id are dropped; then
    at most K positives and K negatives per problem are kept, chosen by a seeded hash of
    the sample id (independent of row order).
-5. **validate and write**: every record checked against
+4. **validate and write**: every record checked against
    ``schemas/export_record.schema.json``, written by DuckDB in the chosen format into a
    staging directory together with ``manifest.json``, then renamed to OUT.
 
@@ -48,7 +51,7 @@ STRATA_COLUMNS = ("dataset", "subject", "level")
 EXTRA_COLUMNS = ("problem_split", "sample_index", "grade_status", "finish_reason",
                  "error_class", "prompt_tokens", "completion_tokens", "provider")
 # Records are written in (problem_id, sample_id) order: export_records is created in
-# that order within each split and the writers keep table order (no second sort).
+# that order and the writers keep table order (no second sort of the text).
 RECORD_ORDER: list[str] = []
 
 
@@ -92,9 +95,7 @@ def _sql_list(values) -> str:
 
 def _base_query() -> str:
     """Graded samples labelled by the ``positives`` / ``negatives`` views, with the
-    record fields first and the columns --where may use after them. DuckDB reads only
-    the columns a query uses, so the candidates step never touches the text unless
-    --where asks for it."""
+    record fields first and the columns --where may use after them."""
     return """
     WITH labelled AS (
         SELECT *, 'positive' AS label FROM positives
@@ -144,24 +145,22 @@ def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
     return out
 
 
-# Where each record field comes from when the records are materialised: ``c`` is the
-# selected candidates (narrow columns, labels from the views), ``p`` the problem, ``s``
-# the sample (the text).
-_RECORD_SOURCES = {
-    "problem_id": "c.problem_id", "dataset": "c.dataset", "subject": "c.subject",
-    "level": "c.level", "question": "p.question", "reference_answer": "p.reference_answer",
-    "rationale": "s.completion", "extracted_answer": "c.extracted_answer", "label": "c.label",
-    "teacher_model": "c.teacher_model", "run_id": "c.run_id", "sample_id": "c.sample_id",
-    "grader_version": "c.grader_version",
-}
+# The record fields the base query provides (the schema's fields must all be here).
+_BASE_FIELDS = ("problem_id", "dataset", "subject", "level", "question", "reference_answer",
+                "rationale", "extracted_answer", "label", "teacher_model", "run_id",
+                "sample_id", "grader_version")
+# Kept for every sample, passing or not: the split, the strata, the funnel and the caps
+# need them. The other fields (the text) only for the samples that pass.
+_KEY_FIELDS = ("problem_id", "dataset", "subject", "level", "label", "run_id", "sample_id")
 
 
 def _record_columns(fields: list[str]) -> str:
-    missing = [f for f in fields if f not in _RECORD_SOURCES]
+    missing = [f for f in fields if f not in _BASE_FIELDS]
     if missing:
         raise CuratorError(f"internal: export record field(s) {missing} of "
                            f"{schema.TRAINING_SCHEMA} have no source column in the warehouse")
-    return ", ".join(f'{_RECORD_SOURCES[f]} AS "{f}"' for f in fields)
+    return ", ".join(f'"{f}"' if f in _KEY_FIELDS else f'CASE WHEN passes THEN "{f}" END AS "{f}"'
+                     for f in fields)
 
 
 def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str] | None:
@@ -179,18 +178,22 @@ def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> lis
     return ids
 
 
-def candidates_query(opts: ExportOptions, run_ids: list[str] | None) -> str:
-    """One narrow row per graded sample: a flag per filter (``f0``, ``f1``, ... in
-    :func:`_filters` order) and ``passes`` (all of them)."""
+def records_query(opts: ExportOptions, run_ids: list[str] | None, fields: list[str]) -> str:
+    """One row per graded sample, in file order: a flag per filter (``f0``, ``f1``, ...
+    in :func:`_filters` order), ``passes`` (all of them), ``keep`` (passes, until the
+    duplicates and caps say otherwise), the record fields (text only where it passes),
+    the rationale's hash, and an empty ``export_split``."""
     flist = _filters(opts, run_ids)
     flags = "".join(f", ({f.sql}) AS f{i}" for i, f in enumerate(flist))
+    flag_cols = "".join(f", f{i}" for i in range(len(flist)))
     passes = " AND ".join(f"f{i}" for i in range(len(flist))) or "true"
     return f"""
-SELECT *, {passes} AS passes
-FROM (SELECT sample_id, problem_id, label, dataset, subject, level, teacher_model, run_id,
-             extracted_answer, grader_version{flags}
-      FROM ({_base_query()}
-))"""
+SELECT NULL::VARCHAR AS export_split, {_record_columns(fields)}{flag_cols}, passes,
+       passes AS keep, CASE WHEN passes THEN hash(rationale) END AS rationale_hash
+FROM (SELECT *, {passes} AS passes
+      FROM (SELECT *{flags} FROM ({_base_query()}
+)))
+ORDER BY problem_id, sample_id"""
 
 
 def _caps(opts: ExportOptions) -> list[tuple[str, int]]:
@@ -233,7 +236,7 @@ def _funnel(con, opts: ExportOptions, run_ids) -> list[tuple[str, int]]:
     aggs = ["count(*)"] + [
         f"count(*) FILTER (WHERE {' AND '.join(f'f{j}' for j in range(i + 1))})"
         for i in range(len(flist))]
-    row = con.execute(f"SELECT {', '.join(aggs)} FROM export_candidates").fetchall()[0]
+    row = con.execute(f"SELECT {', '.join(aggs)} FROM export_records").fetchall()[0]
     return [("graded samples", row[0])] + [(f.name, n) for f, n in zip(flist, row[1:])]
 
 
@@ -244,12 +247,13 @@ def _drop_duplicates(con) -> int:
     con.execute("""
         CREATE TEMP TABLE export_duplicates AS
         WITH groups AS (
-            SELECT problem_id, rationale_hash FROM export_records
+            SELECT problem_id, rationale_hash FROM export_records WHERE keep
             GROUP BY ALL HAVING count(*) > 1
         )
         SELECT r.sample_id
         FROM export_records r SEMI JOIN groups g
              ON g.problem_id = r.problem_id AND g.rationale_hash = r.rationale_hash
+        WHERE r.keep
         QUALIFY row_number() OVER (PARTITION BY r.problem_id, r.rationale
                                    ORDER BY r.sample_id) > 1""")
     n = con.execute("SELECT count(*) FROM export_duplicates").fetchall()[0][0]
@@ -369,8 +373,8 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         run_ids = _resolve_runs(con, opts.runs)
         query = selection_query(opts, run_ids)
         try:
-            con.execute(f"CREATE TEMP TABLE export_candidates AS "
-                        f"{candidates_query(opts, run_ids)}")
+            con.execute(f"CREATE TEMP TABLE export_records AS "
+                        f"{records_query(opts, run_ids, fields)}")
         except duckdb.Error as exc:
             if opts.where:
                 raise CuratorError(f"--where {opts.where!r} failed: {exc}. It may use the "
@@ -381,7 +385,7 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
             raise _empty_error(con, funnel, grader)
 
         key_sql = ", ".join(opts.stratify) if opts.stratify else "NULL"
-        problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_candidates "
+        problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_records "
                                f"WHERE passes").fetchall()
         assignment = splits.assign_splits(((r[0], tuple(r[1:])) for r in problems), spec,
                                           opts.seed)
@@ -391,17 +395,10 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         import pyarrow as pa
         con.register("export_assignment", pa.table({
             "problem_id": list(assignment), "export_split": list(assignment.values())}))
-        # The one pass over the text, in file order; the writers then scan this table
-        # split by split without sorting again. Only the text and the question come
-        # from here: the rest, the label included, is the candidates' (the views').
-        con.execute(f"""CREATE TEMP TABLE export_records AS
-                        SELECT a.export_split, {_record_columns(fields)},
-                               hash(s.completion) AS rationale_hash, true AS keep
-                        FROM samples s
-                        JOIN export_candidates c ON c.sample_id = s.sample_id AND c.passes
-                        JOIN export_assignment a ON a.problem_id = c.problem_id
-                        JOIN problems p ON p.problem_id = c.problem_id
-                        ORDER BY a.export_split, c.problem_id, c.sample_id""")
+        # In place: the writers then scan the table split by split without sorting
+        # the text again.
+        con.execute("""UPDATE export_records r SET export_split = a.export_split
+                       FROM export_assignment a WHERE a.problem_id = r.problem_id""")
         duplicates = _drop_duplicates(con) if opts.dedupe else 0
         if opts.dedupe:
             funnel.append(("dropping exact duplicate rationales within a problem",
@@ -409,8 +406,9 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         capped = _apply_caps(con, opts)
         if _caps(opts):
             funnel.append(("--max-positives / --max-negatives", funnel[-1][1] - capped))
-        con.execute("CREATE TEMP VIEW export_kept AS SELECT * EXCLUDE (rationale_hash, keep) "
-                    "FROM export_records WHERE keep")
+        con.execute(f"CREATE TEMP VIEW export_kept AS SELECT export_split, "
+                    f"{', '.join(chr(34) + f + chr(34) for f in fields)} "
+                    f"FROM export_records WHERE keep")
         con.execute(f"CREATE TEMP VIEW export_record_fields AS "
                     f"SELECT {', '.join(chr(34) + f + chr(34) for f in fields)} FROM export_kept")
         shapes = schema.validate_table(con, "export_record_fields", schema.TRAINING_SCHEMA,
