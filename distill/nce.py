@@ -543,7 +543,11 @@ class NCETrainer(DistillTrainer):
         ds = self.train_dataset
         done = store.load()
         world, rank = self.args.world_size, self.args.process_index
-        todo = [i for i in range(len(ds)) if ds[i]["sample_id"] not in done and i % world == rank]
+        ids = ds["sample_id"]
+        todo = [i for i, sid in enumerate(ids) if sid not in done and i % world == rank]
+        # Batches of similar lengths: little padding (beta of a row does not depend on it).
+        lengths = [len(x) for x in ds["input_ids"]]
+        todo.sort(key=lambda i: lengths[i])
         bs = batch_size or self.args.per_device_train_batch_size
         device = self.args.device
         self.model.to(device)
@@ -570,7 +574,7 @@ class NCETrainer(DistillTrainer):
                     store.append(list(p.values()))
             torch.distributed.barrier()
         done = store.load()
-        missing = [sid for sid in ds["sample_id"] if sid not in done]
+        missing = [sid for sid in ids if sid not in done]
         if missing:
             raise RuntimeError(f"beta missing for {len(missing)} samples, e.g. {missing[0]}")
         return {sid: rec["beta"] for sid, rec in done.items()}
