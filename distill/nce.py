@@ -660,7 +660,10 @@ def write_beta_report(out: str | Path, records: list[dict], source: str) -> dict
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.hist(betas, bins=40, range=(0.0, 1.0), color="#4c72b0")
+    # The whole [0, 1) range unless every beta is small: one bar at 0 would say nothing.
+    top = max(betas, default=0.0)
+    ax.hist(betas, bins=40, range=(0.0, 1.0 if top > 0.5 else max(top * 1.05, 1e-9)),
+            color="#4c72b0")
     ax.set_xlabel("beta = tanh(mean KL(p_neg || p_nat))")
     ax.set_ylabel("samples")
     ax.set_title(f"NCE calibration weights ({source}, n={len(betas)}, "
