@@ -242,6 +242,7 @@ def nce(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+    save_steps: SaveSteps = 0, resume: Resume = False,
 ) -> None:
     """NCE: distil the NAT model (--nat) into a fresh `student` LoRA on the positives, each
     sample weighted by 0.5 + beta, beta = tanh(mean KL(p_neg || p_nat)); one copy of the
@@ -250,12 +251,13 @@ def nce(
 
     knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
                   lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
-                  gradient_checkpointing, logging_steps, warmup_steps, cpu)
+                  gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
     config = knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
                           precompute_beta=precompute_beta, distill_all_tokens=all_tokens,
                           nce_chunk_tokens=chunk_tokens)
     result = train_nce(data, base, nat_dir, out, config,
-                       prompt_format(prompt_template, chat_template), split=split)
+                       prompt_format(prompt_template, chat_template), split=split,
+                       resume=resume)
     _report({"nce": result})
     b = result.beta
     if b.get("count"):

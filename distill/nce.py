@@ -44,6 +44,7 @@ import inspect
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -727,7 +728,7 @@ def _snapshot(model, adapters: tuple[str, ...]) -> dict[str, torch.Tensor]:
 
 def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Path,
               config: NCEConfig, fmt: D.PromptFormat = D.PromptFormat(),
-              split: str = "train") -> NCEResult:
+              split: str = "train", resume: bool = False) -> NCEResult:
     """NCE (METHOD.md step 2): distil the NAT model at ``nat`` (a ``distill nat`` output on
     the same ``base``) into a fresh student LoRA on the positives of the export ``data``.
 
@@ -735,20 +736,24 @@ def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Pa
     ``adapter_model.safetensors``: ``PeftModel.from_pretrained(base, out)`` and
     ``distill generate --adapter out`` load it), ``distill.json``, ``training_args.json``,
     the loss curve, and the betas: ``betas.jsonl`` (+ ``betas.meta.json``),
-    ``beta_summary.json`` and ``beta_hist.png``."""
+    ``beta_summary.json`` and ``beta_hist.png``. With ``--save-steps`` checkpoints go to
+    ``out/checkpoints`` (removed once the student is saved); ``resume`` continues from the
+    last one (precomputed betas are kept; online betas then cover the steps since)."""
+    from distill.train import CHECKPOINTS, checkpointing, fit
+
     out = Path(out)
     nat = resolve_nat_dir(nat)
     if is_nat_dir(out) or out.resolve() == nat.resolve():
         raise CuratorError(f"--out {out} holds a NAT model; write the student elsewhere")
     records = D.read_export(data, split)
-    trainer, report = build_nce(records, base, nat, config, fmt)
+    trainer, report = build_nce(records, base, nat, checkpointing(config, out), fmt)
     main = trainer.is_world_process_zero()
     store = BetaStore(out, beta_meta(nat, base, config, fmt))
     before = _snapshot(trainer.model, (NEG, POS))
     if config.precompute_beta:
         betas = trainer.precompute_betas(store)
         trainer.use_betas(betas)
-    trainer.train()
+    fit(trainer, resume)
     changed = [n for n, p in _snapshot(trainer.model, (NEG, POS)).items()
                if not torch.equal(before[n], p)]
     if changed:
@@ -771,6 +776,7 @@ def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Pa
         save_adapter(trainer.model, STUDENT, out)
         (out / "training_args.json").write_text(trainer.args.to_json_string())
         trainer.curve.write(out, f"NCE: {Path(str(base)).name}")
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
         write_manifest(out, kind="lora", method="nce", base_model=str(base), data=str(data),
                        nat=str(nat), prompt_format=fmt.to_json(),
                        nce={"lambda": config.nce_lambda, "temperature": config.nce_temperature,

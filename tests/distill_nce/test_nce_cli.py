@@ -1,6 +1,6 @@
 """`distill nce` end to end: what it writes, the student as a plain peft LoRA adapter that
 `PeftModel.from_pretrained` and `distill generate` load, the stored betas (resumable,
-refused for another teacher), and clear errors."""
+refused for another teacher), an interrupted run resumed, and clear errors."""
 
 from __future__ import annotations
 
@@ -134,3 +134,48 @@ def test_cli_errors_are_clear(tiny, nat_dir, export_file, tmp_path):
     assert res.exit_code != 0 and "holds a NAT model" in str(res.exception)
     res = _nce(tiny, nat_dir, export_file, tmp_path / "o", "--lambda", 1.5, ok=False)
     assert res.exit_code != 0 and "--lambda must lie in [0, 1]" in str(res.exception)
+
+
+@pytest.mark.parametrize("precompute", [True, False])
+def test_interrupted_nce_resumes_to_the_same_student(precompute, tiny, nat_dir, export_file,
+                                                     nce_config, tmp_path, monkeypatch):
+    """Checkpointed at step 2, killed at step 3: resume continues from the checkpoint (the
+    stored betas are kept) and ends where an uninterrupted run ends; the checkpoints are
+    removed once the student is saved."""
+    from distill.nce import NCETrainer, train_nce
+
+    cfg = nce_config(max_steps=4, save_strategy="steps", save_steps=2, precompute_beta=precompute,
+                     train_sampling_strategy="sequential")
+    train_nce(export_file, tiny, nat_dir, tmp_path / "whole", cfg)
+
+    real_step = NCETrainer.training_step
+
+    def dying_step(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(NCETrainer, "training_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_nce(export_file, tiny, nat_dir, tmp_path / "cut", cfg)
+    assert (tmp_path / "cut" / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (tmp_path / "cut" / "adapter_model.safetensors").exists()
+    calls = []
+
+    def counting_step(self, model, inputs, num_items_in_batch=None):
+        calls.append(self.state.global_step)
+        return real_step(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(NCETrainer, "training_step", counting_step)
+    if precompute:
+        stored = (tmp_path / "cut" / "betas.jsonl").read_text()
+        monkeypatch.setattr(NCETrainer, "teacher_betas", lambda *a, **k: pytest.fail("recomputed"))
+    res = train_nce(export_file, tiny, nat_dir, tmp_path / "cut", cfg, resume=True)
+    assert calls == [2, 3]  # steps 3 and 4 only: it did continue from checkpoint-2
+    assert res.steps == 4 and not (tmp_path / "cut" / "checkpoints").exists()
+    if precompute:
+        assert (tmp_path / "cut" / "betas.jsonl").read_text() == stored
+    a = load_file(str(tmp_path / "whole" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
