@@ -422,7 +422,8 @@ def read_multiarith(ctx: LoadContext) -> Iterator[Problem]:
             yield p
 
 
-_ASDIV_UNIT = re.compile(r"^(.*?)\s*\(([^()]*)\)\s*$")
+# a trailing "(apples)" is the unit; "-(1/3)" is a value: a unit has letters, no digits
+_ASDIV_UNIT = re.compile(r"^(.*?)\s*\(([^()\d]*[A-Za-z][^()\d]*)\)\s*$")
 
 
 def asdiv_answers(text: str) -> list[str]:

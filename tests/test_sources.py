@@ -106,6 +106,7 @@ def test_asdiv_answers_and_subset(wh, fixtures):
 @pytest.mark.parametrize("raw,expected", [
     ("9 (apples)", ["9"]), ("14  (seats)", ["14"]), ("3:30 p.m.", ["3:30 p.m."]),
     ("5 (years old); 15 (years old); 20 (years old)", ["5", "15", "20"]), ("Rug B", ["Rug B"]),
+    ("-(1/3)", ["-(1/3)"]),
 ])
 def test_asdiv_answer_parsing(raw, expected):
     assert asdiv_answers(raw) == expected
