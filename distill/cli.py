@@ -47,7 +47,7 @@ Targets = Annotated[Optional[str], typer.Option("--target-modules", help="Comma-
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
 Bf16 = Annotated[bool, typer.Option("--bf16", help="Load the base in bfloat16 and train with bf16 autocast (adapters stay float32).")]
 Fp16 = Annotated[bool, typer.Option("--fp16", help="Load the base in float16 and train with fp16 mixed precision (GPU).")]
-MaxLength = Annotated[int, typer.Option("--max-length", help="Tokens per example (prompt + rationale); longer rationales are cut.")]
+MaxLength = Annotated[int, typer.Option("--max-length", min=16, help="Tokens per example (prompt + rationale); longer rationales are cut.")]
 Template = Annotated[Optional[str], typer.Option("--prompt-template", help="Plain prompt template with {question} (default: 'Question: {question}\\nAnswer: ').")]
 Chat = Annotated[bool, typer.Option("--chat-template", help="Format prompts with the tokenizer's chat template instead.")]
 OnPrompt = Annotated[bool, typer.Option("--train-on-prompt", help="Also train on prompt tokens (the paper's code did; default: prompt masked).")]

@@ -39,10 +39,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_local(name_or_path: str | Path) -> None:
+    """A name that is written as a path (absolute, ./, ../, ~) must be a directory here;
+    anything else may be a hub name."""
+    text = str(name_or_path)
+    if text.startswith(("/", "./", "../", "~")) or isinstance(name_or_path, Path):
+        path = Path(text).expanduser()
+        if not path.is_dir():
+            raise CuratorError(f"no model directory at {text} (build one with `distill "
+                               f"init-tiny {text}`, or give a hub name)")
+
+
 def load_tokenizer(name_or_path: str | Path):
     """The model's tokenizer, with a pad token (EOS when it has none: padding is masked by
     length, so sharing the id is safe) and left padding for generation."""
     from transformers import AutoTokenizer
+    check_local(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
     except OSError as exc:
@@ -60,6 +72,7 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "floa
     """A ``transformers`` causal LM in ``dtype`` on ``device`` (None: leave on CPU, which
     ``Trainer`` moves to each process's accelerator)."""
     from transformers import AutoModelForCausalLM
+    check_local(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path),
                                                      dtype=resolve_dtype(dtype))

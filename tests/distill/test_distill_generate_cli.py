@@ -131,3 +131,13 @@ def test_cli_errors_are_clear(tmp_path, tiny_model, export_file):
     assert res.exit_code != 0 and "supports base" in str(res.exception)
     with pytest.raises(Exception, match="must contain"):
         PromptFormat(template="{q}")
+
+
+def test_cli_errors_name_the_problem(export_file, tmp_path):
+    res = runner.invoke(app, ["nat", "--base", str(tmp_path / "no-model"), "--data", str(export_file),
+                              "--out", str(tmp_path / "nat"), "--cpu"])
+    assert res.exit_code != 0
+    assert "no model directory at" in str(res.exception)
+    res = runner.invoke(app, ["nat", "--base", str(tmp_path), "--data", str(export_file),
+                              "--out", str(tmp_path / "nat"), "--max-length", "0"])
+    assert res.exit_code == 2 and "--max-length" in res.output
