@@ -90,14 +90,41 @@ class Warehouse:
                  lock_timeout: float | None = None):
         self.path = resolve_db_path(path)
         if lock_timeout is None:
-            lock_timeout = float(os.environ.get(ENV_LOCK_TIMEOUT, DEFAULT_LOCK_TIMEOUT))
+            raw = os.environ.get(ENV_LOCK_TIMEOUT)
+            if raw is None:
+                lock_timeout = DEFAULT_LOCK_TIMEOUT
+            else:
+                try:
+                    lock_timeout = float(raw)
+                except ValueError:
+                    lock_timeout = float("nan")
+                if not lock_timeout >= 0:  # also refuses nan
+                    raise CuratorError(f"{ENV_LOCK_TIMEOUT} must be a number of seconds "
+                                       f"(got {raw!r})")
         self.lock_timeout = lock_timeout
         self._ready = False
         self._last_write_end = 0.0
 
     # -- connections ---------------------------------------------------------------
 
+    def _check_is_warehouse_file(self) -> None:
+        # DuckDB opens other files (JSON, CSV, Parquet) as an in-memory database with
+        # views over them, so look at the header first: a DuckDB file has b"DUCK" at 8.
+        if self.path.is_dir():
+            raise CuratorError(f"{self.path} is a directory, not a DuckDB warehouse file")
+        try:
+            with open(self.path, "rb") as fh:
+                head = fh.read(12)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise CuratorError(f"cannot open warehouse {self.path}: {exc.strerror or exc}") from None
+        if head and head[8:12] != b"DUCK":
+            raise CuratorError(f"{self.path} is not a DuckDB warehouse file (give --db or "
+                               "$CURATOR_DB the warehouse's .duckdb file)")
+
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        self._check_is_warehouse_file()
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from curator.errors import CuratorError, InputError
 from curator.output import Format, render
@@ -129,7 +130,7 @@ def check(
     completion: Annotated[Optional[str], typer.Argument(help="A rationale, or a bare answer.")] = None,
     question: Annotated[Optional[str], typer.Option(help="The question: lets a rounded decimal count when it asks for rounding.")] = None,
     file: Annotated[Optional[Path], typer.Option("--file", help="JSONL of pairs to grade instead (fields: reference/gold/answer and completion/pred/response; an `expected` field, 0/1, is compared with the verdict).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="With --file: where to write one verdict per line (default: FILE.verdicts.jsonl).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="With --file: where to write one verdict per line (default: ./FILE-NAME.verdicts.jsonl, in the current directory).")] = None,
     reference_field: Annotated[Optional[str], typer.Option(help="With --file: the reference field's name.")] = None,
     completion_field: Annotated[Optional[str], typer.Option(help="With --file: the completion field's name.")] = None,
     question_field: Annotated[Optional[str], typer.Option(help="With --file: the question field's name.")] = None,
@@ -165,7 +166,13 @@ def _check_file(file: Path, out: Path | None, reference_field, completion_field,
     pairs = list(read_pairs(file, reference_field, completion_field, question_field))
     if not pairs:
         raise InputError("no pairs in the file", str(file))
-    out = out or file.with_name(file.name + ".verdicts.jsonl")
+    # Default: the current directory, not beside the input (data folders are often
+    # read-only or shared).
+    out = out or Path(file.name + ".verdicts.jsonl")
+    if out.is_dir():
+        raise CuratorError(f"--out {out} is a directory; name the JSONL file to write")
+    if not out.parent.is_dir():
+        raise CuratorError(f"--out {out}: directory {out.parent} does not exist")
     if out.resolve() == file.resolve():
         raise CuratorError("--out must not be the input file")
     by_line = {line: (rec, ref) for line, rec, ref, _, _ in pairs}
@@ -174,7 +181,11 @@ def _check_file(file: Path, out: Path | None, reference_field, completion_field,
     status: Counter = Counter()
     agree = disagree = 0
     tmp = out.with_name(out.name + ".part")
-    with tmp.open("w", encoding="utf-8") as fh:
+    try:
+        fh = tmp.open("w", encoding="utf-8")
+    except OSError as e:
+        raise CuratorError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    with fh:
         for line, (rec, ref) in by_line.items():
             g = grades.get(line)
             verdict = ({"correct": g.correct, "status": g.status, "extracted": g.extracted,
@@ -198,6 +209,41 @@ def _check_file(file: Path, out: Path | None, reference_field, completion_field,
     console.print(f"verdicts written to {out}")
 
 
+class _CheckCommand(TyperCommand):
+    """`check` takes answers as arguments, and answers can start with '-' (`-3`,
+    `-\\frac{1}{2}`, `-x`). Click would take those for options; this treats any
+    `-...` token that is not one of the command's options (or an option's value) as a
+    positional argument, keeping the arguments' order."""
+
+    def parse_args(self, ctx, args):
+        takes_value: set[str] = set()
+        names: set[str] = set()
+        for p in self.get_params(ctx):
+            # typer vendors its own click: tell options by duck type, not by class
+            if getattr(p, "param_type_name", None) == "option":
+                for o in (*p.opts, *p.secondary_opts):
+                    names.add(o)
+                    if not p.is_flag and not getattr(p, "count", False):
+                        takes_value.add(o)
+        short = {o[1] for o in names if len(o) == 2 and o[0] == "-" and o[1] != "-"}
+        options: list[str] = []
+        positional: list[str] = []
+        it = iter(args)
+        for tok in it:
+            if tok == "--":
+                positional.extend(it)
+                break
+            if tok.startswith("--") or (len(tok) > 1 and tok[0] == "-" and tok[1] in short):
+                options.append(tok)
+                if tok in takes_value:
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        options.append(nxt)
+            else:
+                positional.append(tok)
+        return super().parse_args(ctx, options + (["--", *positional] if positional else []))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(grade)
-    app.command()(check)
+    app.command(cls=_CheckCommand)(check)

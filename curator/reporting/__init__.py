@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curator import __version__
+from curator.errors import CuratorError
 from curator.warehouse import Warehouse
 
 
@@ -58,6 +59,9 @@ def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = ()) -> 
     from curator.reporting import data, plots
 
     out = Path(out)
+    if out.is_dir():
+        raise CuratorError(f"{out} is a directory; name the HTML file to write, "
+                           f"e.g. {out / 'report.html'}")
     d = data.collect(wh, [Path(m) for m in manifests])
     image_dir = out.parent / f"{out.stem}_plots"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,11 @@ def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = ()) -> 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(page)
+        # mkstemp creates the file 0600; give it the mode any other new file
+        # (the PNGs) gets: 0666 less the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

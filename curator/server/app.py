@@ -703,9 +703,18 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
           port_file: str | None = None, announce=print) -> None:
     """Run a server until interrupted (the `curator serve` command)."""
 
+    if not 0 <= port <= 65535:
+        raise CuratorError(f"--port {port}: a port is a number from 0 to 65535 (0: any free port)")
+
     async def main() -> None:
         srv = TeacherServer(config)
-        url = await srv.start(host, port)
+        try:
+            url = await srv.start(host, port)
+        except OSError as e:
+            await srv.stop()
+            raise CuratorError(f"cannot listen on {host}:{port}: {e.strerror or e} "
+                               "(is another server using that port? pick another --port, "
+                               "or 0 for any free port)") from None
         if port_file:
             tmp = f"{port_file}.tmp"
             with open(tmp, "w") as fh:

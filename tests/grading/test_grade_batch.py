@@ -124,7 +124,9 @@ def test_cli_check_explains_a_verdict(cli):
     assert "wrong" in cli("check", "2", "The answer is -2.").output
 
 
-def test_cli_check_file(cli, tmp_path):
+def test_cli_check_file(cli, tmp_path, monkeypatch):
+    # the verdicts go to the current directory by default
+    monkeypatch.chdir(tmp_path)
     f = tmp_path / "pairs.jsonl"
     f.write_text("\n".join(json.dumps(r) for r in [
         {"gold": r"\frac{1}{2}", "pred": "0.5", "expected": 1},

@@ -1,0 +1,139 @@
+"""User mistakes get a clear error (curator.errors.CuratorError, exit 2), never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from curator.errors import CuratorError
+
+
+def _user_error(result, *needles: str) -> str:
+    """The command failed with a CuratorError whose message contains every needle."""
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, CuratorError), repr(result.exception)
+    msg = str(result.exception)
+    for n in needles:
+        assert n in msg, msg
+    return msg
+
+
+def _curator(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from curator.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+# -- serve -------------------------------------------------------------------------
+
+def test_serve_port_in_use(cli):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        _user_error(cli("serve", "--port", port, ok=False), f"127.0.0.1:{port}", "--port")
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_serve_port_out_of_range(cli, port):
+    _user_error(cli("serve", "--port", port, ok=False), f"--port {port}", "65535")
+
+
+# -- report ------------------------------------------------------------------------
+
+def test_report_into_a_directory(cli, tmp_path):
+    cli("init")
+    out = tmp_path / "out" / "dir"
+    out.mkdir(parents=True)
+    _user_error(cli("report", out, ok=False), str(out), "is a directory")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dir"]  # no dir_plots/ left
+
+
+def test_report_html_mode_is_that_of_a_new_file(cli, tmp_path):
+    cli("init")
+    out = tmp_path / "r" / "report.html"
+    cli("report", out)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    for png in (tmp_path / "r" / "report_plots").glob("*.png"):
+        assert stat.S_IMODE(png.stat().st_mode) == stat.S_IMODE(out.stat().st_mode)
+
+
+# -- check --file ------------------------------------------------------------------
+
+@pytest.fixture
+def pairs(tmp_path):
+    f = tmp_path / "data" / "pairs.jsonl"
+    f.parent.mkdir()
+    f.write_text(json.dumps({"reference": "3", "completion": "The answer is 3."}) + "\n")
+    return f
+
+
+def test_check_out_in_missing_directory(cli, pairs):
+    _user_error(cli("check", "--file", pairs, "--out", "/nonexistent/x/y.jsonl", ok=False),
+                "/nonexistent/x/y.jsonl", "does not exist")
+
+
+def test_check_out_is_a_directory(cli, pairs, tmp_path):
+    _user_error(cli("check", "--file", pairs, "--out", tmp_path, ok=False), "is a directory")
+
+
+def test_check_default_out_is_in_the_current_directory(pairs, tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    r = _curator("check", "--file", str(pairs), "--workers", "1", cwd=work)
+    assert r.returncode == 0, r.stderr
+    written = work / "pairs.jsonl.verdicts.jsonl"
+    assert json.loads(written.read_text())["verdict"]["correct"] is True
+    assert not (pairs.parent / "pairs.jsonl.verdicts.jsonl").exists()
+    help_text = _curator("check", "--help", env={"COLUMNS": "200"}).stdout
+    assert "current directory" in help_text
+
+
+# -- warehouse ---------------------------------------------------------------------
+
+def test_stats_on_a_file_that_is_not_a_warehouse(cli, pairs):
+    _user_error(cli("stats", "--db", pairs, ok=False), str(pairs),
+                "is not a DuckDB warehouse file")
+
+
+def test_bad_lock_timeout(tmp_path):
+    r = _curator("stats", "--db", str(tmp_path / "w.duckdb"),
+                 env={"CURATOR_LOCK_TIMEOUT": "abc"})
+    assert r.returncode == 2
+    assert "CURATOR_LOCK_TIMEOUT must be a number of seconds" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+# -- check with negative answers -----------------------------------------------------
+
+def test_check_negative_reference_is_an_argument():
+    r = _curator("check", "-3", "The answer is -3.")
+    assert r.returncode == 0, r.stderr
+    assert "correct" in r.stdout and "No such option" not in r.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["-3", "-3", "-f", "json"],
+    ["-f", "json", "-3", "-3"],
+    ["-3", "--format", "json", "-3"],
+    ["--format=json", "--", "-3", "-3"],
+    ["-fjson", "-x", "-x"],
+    ["-\\frac{1}{2}", "-0.5", "-f", "json"],
+])
+def test_check_negative_answers_with_options(cli, args):
+    r = cli("check", *args)
+    verdict = json.loads(r.output)
+    assert verdict["verdict"] == "correct", verdict
+
+
+def test_check_negative_question_value(cli):
+    r = cli("check", "-3", "-3", "--question", "-what is -3?", "-f", "json")
+    assert json.loads(r.output)["verdict"] == "correct"
