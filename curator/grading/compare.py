@@ -264,6 +264,17 @@ _SEQ = ("list", "set", "tuple")
 _ONE_LETTER_UNIT = re.compile(r"^(-?[\d.]+)\s+[mgshlL]$")
 
 
+_PLAIN_WORDS = re.compile(r"[A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*")
+
+
+def _plain_words(a: Answer) -> str | None:
+    """The lower-cased text of an answer made only of words of 2+ letters, else None."""
+    if a.kind not in ("expr", "text") or not a.text or a.percent or a.degrees:
+        return None
+    t = a.text.strip()
+    return t.lower() if _PLAIN_WORDS.fullmatch(t) else None
+
+
 def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
     """Is ``pred`` (an extracted answer) equal to ``ref`` (the reference)?"""
     if pred.kind == "empty":
@@ -280,6 +291,12 @@ def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
         return _ok("exact")
 
     rk, pk = ref.kind, pred.kind
+
+    # "No" and "no", "YES" and "yes": words, whose case is ignored (single letters keep
+    # theirs: x and X are different variables)
+    rw, pw = _plain_words(ref), _plain_words(pred)
+    if rw is not None and rw == pw:
+        return _ok("text")
 
     if pk == "choice" and rk != "choice" and pred.extra.get("value"):
         # "The answer is (A) 29" to a question that is not multiple choice: the value

@@ -207,6 +207,45 @@ def _last_phrase(tail: str) -> re.Match | None:
 _QUOTED = re.compile(r'\\?["\u201c]([^"\u201c\u201d\n]{1,300}?)\\?["\u201d]')
 
 
+# Where the answer ends and a remark about it begins: "24, which is 4 more", "8 because
+# 4 * 2 = 8", "24 (4 more than last week)", "10 (option B)".
+_CLAUSE = re.compile(
+    r",\s*(?:which|so|because|since|as|that|meaning)\b|,\s*i\.\s?e\b|\s+(?:because|since|which)\b"
+    r"|\s\((?=[^()]*?(?<![\\A-Za-z])[A-Za-z]{3})", re.I)
+
+
+def _cut_clause(ans: str) -> str:
+    """``ans`` up to the first clause boundary outside math and braces; lists ("2, 3 and
+    5"), intervals, ``f(x)`` and ``2 (\\sqrt{3})`` are not cut."""
+    if not ans:
+        return ans
+    for m in _CLAUSE.finditer(ans):
+        i = m.start()
+        if i == 0:
+            continue
+        before = ans[:i]
+        if before.count("$") % 2 or before.count("{") != before.count("}") \
+                or before.count("\\(") > before.count("\\)") or before.count("\\[") > before.count("\\]"):
+            continue
+        if before.count("(") != before.count(")") or before.count("[") != before.count("]"):
+            continue
+        # "The reason why the answer is 0 is because ...": the value, not "0 is"
+        return re.sub(r"\s+(?:is|are|was|were)$", "", before.rstrip(), flags=re.I)
+    return ans
+
+
+# Markdown emphasis around an answer or a phrase ("**Final Answer:** 5", "is **5**."),
+# but not Python's power operator ("2**3", "x**(n+1)").
+_EMPHASIS = re.compile(r"(?<![\w)}\]])(?:\*\*|__)|(?:\*\*|__)(?![\w({\\\[])")
+
+
+def strip_emphasis(text: str) -> str:
+    """Markdown ``**``/``__`` markers replaced by spaces (positions are kept)."""
+    if "**" not in text and "__" not in text:
+        return text
+    return _EMPHASIS.sub(lambda m: " " * len(m.group(0)), text)
+
+
 def _phrase_answer(text: str) -> tuple[int, str | None]:
     """(position in ``text``, answer) after the last answer phrase, or (-1, None)."""
     offset = max(0, len(text) - PHRASE_WINDOW)
@@ -221,7 +260,7 @@ def _phrase_answer(text: str) -> tuple[int, str | None]:
     if rest.startswith("\n"):
         rest = rest.lstrip()
     quoted = _QUOTED.match(rest)
-    ans = quoted.group(1) if quoted else _sentence_end(rest).strip()
+    ans = quoted.group(1) if quoted else _cut_clause(_sentence_end(rest).strip())
     ans = strip_math_delimiters(ans.strip().rstrip(" .,;:"))
     if _is_sentence(ans):
         # "The final answer is: the volume of $ABCD$ is 120" -> 120
@@ -361,6 +400,7 @@ def extract(text: str, *, multiple_choice: bool = False) -> Extraction:
     text = clean_text(text)
     if len(text) > MAX_SCAN_CHARS:
         text = text[-MAX_SCAN_CHARS:]
+    text = strip_emphasis(text)
     stripped = text.strip()
     if not stripped:
         return Extraction(None, "no-answer")

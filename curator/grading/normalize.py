@@ -230,7 +230,9 @@ def clean(s: str) -> Cleaned:
             words = [w.strip(".").lower() for w in m.group("unit").split()]
             attached = not m.group("sp")
             # "10 cm" and "10weeks" are a value and a unit; "10m" may be 10 times m
-            ok = all(w not in _MATH_WORDS and len(w) >= 2 for w in words) and not (
+            # "24 hours a week": an article inside a unit of several words
+            ok = all(w not in _MATH_WORDS and (len(w) >= 2 or (i > 0 and w == "a" and i < len(words) - 1))
+                     for i, w in enumerate(words)) and not (
                 attached and len(words) == 1 and len(words[0]) < 3)
             if ok and not any(_AMPM.match(w) for w in words) and "am" not in words and "pm" not in words:
                 if words[0] in ("degrees", "degree"):

@@ -87,6 +87,44 @@ REGRESSIONS = [
     ("30", boxed(r"30^{\circ}"), True),
     # "^\circ}" closing an outer group keeps its brace
     (r"\frac{1}{2}", boxed(r"\frac{\sin 30^\circ}{1}"), True),
+    # a remark after the closing answer is not the answer (user trial)
+    ("24", "The answer is 24, which is 4 more than before.", True),
+    ("4", "The answer is 24, which is 4 more than before.", False),
+    ("24", "The answer is 24 dollars, which is 4 more than before.", True),
+    ("24", "The answer is 24 (4 more than last week).", True),
+    ("8", "The answer is 8 because 4 * 2 = 8 and 2 is half of 4.", True),
+    ("4", "The answer is 8 because 4 * 2 = 8 and 2 is half of 4.", False),
+    ("10", "Therefore, the answer is 10 (option B).", True),
+    ("5", "The answer is 5, so we are done.", True),
+    ("5", "The answer is 5 since 5 is prime.", True),
+    ("7", "The answer is 7, i.e. one week.", True),
+    ("0", "The reason why the answer is 0 is because the product has a factor 0.", True),
+    (r"\frac{1}{4}", r"The answer is \frac{3}{12} which simplifies to \frac{1}{4}.", True),
+    # ... but lists, intervals, tuples, labels and math in parentheses are kept whole
+    ("2, 3, 5", "The answer is 2, 3 and 5.", True),
+    ("2, 3", "The answer is 2, 3 and 5.", False),
+    ("[0,1)", "The answer is [0, 1).", True),
+    ("(1,2)", "The answer is (1, 2).", True),
+    ("x=5, y=3", "The answer is x = 5, y = 3.", True),
+    (r"2\sqrt{3}", r"The answer is 2 (\sqrt{3}).", True),
+    ("x^2", "The answer is f(x) = x^2.", True),
+    ("120", "The final answer is: the volume of $ABCD$ is 120, which is a lot.", True),
+    # Markdown bold around the phrase or the answer
+    ("5", "The answer is **5**.", True),
+    ("6", "The answer is **5**.", False),
+    ("5", "**Final Answer:** 5", True),
+    ("5", "So the total is 5.\n\n**Answer: 5**", True),
+    ("5", "__Answer:__ 5", True),
+    # text answers ignore case (words of two letters or more; single letters keep it)
+    ("No", "no", True),
+    ("No", "The answer is no.", True),
+    ("NO", "no", True),
+    ("Yes", "no", False),
+    ("x", "X", False),
+    # an article inside a unit of several words
+    ("24", "The answer is 24 hours a week.", True),
+    ("24", "The answer is 24 hours per week.", True),
+    ("25", "The answer is 24 hours a week.", False),
 ]
 
 POLICY = [
