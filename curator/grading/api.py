@@ -26,7 +26,7 @@ from curator.grading.normalize import Answer, parse
 
 # Bump whenever a verdict can change: grades are keyed by this, so a new version
 # regrades every sample while the old verdicts stay queryable.
-GRADER_VERSION = "curator-grader-2"
+GRADER_VERSION = "curator-grader-3"
 
 DEFAULT_TIMEOUT = 5.0
 
