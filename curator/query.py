@@ -33,8 +33,8 @@ def run_sql(wh: Warehouse, query: str, *, write: bool = False) -> tuple[list[str
     modifying = [k for k in kinds if k not in _READ_ONLY]
     if modifying and not write:
         raise CuratorError(
-            f"refusing to run a {modifying[0]} statement: `curator sql` is read-only by "
-            "default. Re-run with --write to allow statements that modify the warehouse.")
+            f"refusing to run {_article(modifying[0])} {modifying[0]} statement: "
+            "`curator sql` is read-only by default. Re-run with --write to allow statements that modify the warehouse.")
     ctx = wh.write() if write else wh.read()
     with ctx as con:
         try:
@@ -111,3 +111,8 @@ def warehouse_stats(wh: Warehouse) -> Stats:
             FROM run_stats ORDER BY created_at, run_id""")
         grader = scalar(con, "SELECT grader_version FROM current_grader")
     return Stats(problems=problems, runs=runs, grader=grader)
+
+
+def _article(word: str) -> str:
+    """'a' or 'an' before a statement kind as it is spelt out (an EXPORT, an UPDATE, a SELECT)."""
+    return "an" if word[:1].upper() in "AEIOU" else "a"

@@ -109,3 +109,14 @@ def test_cli_sql_subprocess_while_writing(wh):
         writer.wait(timeout=30)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)[0]["n"] >= 0
+
+
+@pytest.mark.parametrize("sql, kind", [
+    ("EXPORT DATABASE '/tmp/x'", "an EXPORT"), ("UPDATE problems SET level = 1", "an UPDATE"),
+    ("ATTACH ':memory:' AS m", "an ATTACH"), ("INSERT INTO problems SELECT * FROM problems", "an INSERT"),
+    ("DROP TABLE samples", "a DROP"), ("DELETE FROM problems", "a DELETE"),
+])
+def test_sql_refusal_grammar(wh, sql, kind):
+    with pytest.raises(CuratorError) as exc:
+        run_sql(wh, sql)
+    assert f"refusing to run {kind} statement" in str(exc.value)
