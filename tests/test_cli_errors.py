@@ -137,3 +137,63 @@ def test_check_negative_answers_with_options(cli, args):
 def test_check_negative_question_value(cli):
     r = cli("check", "-3", "-3", "--question", "-what is -3?", "-f", "json")
     assert json.loads(r.output)["verdict"] == "correct"
+
+
+# -- generate ----------------------------------------------------------------------
+
+DEMO_PROBLEMS = os.path.join(os.path.dirname(__file__), "..", "curator", "demo",
+                             "math_train_200.jsonl")
+
+
+def test_generate_with_samples_still_missing_exits_1(cli, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    cli("load", "math", DEMO_PROBLEMS)
+    r = cli("generate", "--provider", "openai", "--model", "teacher", "--base-url",
+            "http://127.0.0.1:1/v1", "--samples", "2", "--limit", "1", "--max-attempts", "2",
+            "--timeout", "2", "-q", ok=False)
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert "stored 0 of 2 samples" in r.output
+    assert "2 of 2 samples still missing" in r.output and "re-run" in r.output
+
+
+@pytest.mark.parametrize("option, value, needle", [
+    ("--temperature", "-0.5", "--temperature -0.5"),
+    ("--max-cost", "0", "--max-cost 0"),
+    ("--max-cost", "-1", "--max-cost -1"),
+    ("--base-url", "127.0.0.1:8765/v1", "--base-url '127.0.0.1:8765/v1'"),
+    ("--base-url", "ftp://host/v1", "http:// or https://"),
+    ("--base-url", "http:///v1", "http:// or https://"),
+])
+def test_generate_refuses_bad_values_up_front(cli, monkeypatch, tmp_path, option, value, needle):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"models": {"teacher": {"input": 1.5, "output": 4.0}}}')
+    cli("load", "math", DEMO_PROBLEMS)
+    r = cli("generate", "--provider", "openai", "--model", "teacher", "--samples", "1",
+            "--limit", "1", "--prices", prices, f"{option}={value}", ok=False)
+    _user_error(r, needle)
+
+
+# -- help texts say what happens ------------------------------------------------------
+
+def _help(cli, command: str) -> str:
+    from typer.testing import CliRunner
+
+    from curator.cli import app
+    out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"}).output
+    return " ".join(out.replace("│", " ").split())
+
+
+def test_load_help_names_the_default_dataset_as_it_is(cli, tmp_path):
+    assert "file name up to its first dot" in _help(cli, "load")
+    f = tmp_path / "mydata.test.jsonl"
+    f.write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    cli("load", "jsonl", f)
+    r = cli("sql", "SELECT DISTINCT dataset FROM problems", "-f", "csv")
+    assert r.output.strip().splitlines()[-1] == "mydata"
+
+
+def test_import_help_says_linking_looks_in_every_dataset(cli):
+    text = _help(cli, "import")
+    assert "any dataset" in text and "preferred" in text
+    assert "Dataset to link problems in" not in text

@@ -128,10 +128,14 @@ def generate(
                       f"to continue[/yellow]")
     elif rep.stop_reason and rep.stop_reason != "interrupted":
         console.print(f"[yellow]stopped: {rep.stop_reason}[/yellow]")
-    if st.failed:
-        console.print("re-run the same command to retry the failed samples")
     if rep.grade_error:
         console.print(f"[yellow]grading stopped: {rep.grade_error}[/yellow]")
+    if st.failed:
+        from curator.cli import err_console
+        err_console.print(f"{st.failed:,} of {st.total:,} samples still missing (failed and "
+                          f"stored with their error); re-run the same command to retry them",
+                          highlight=False)
+        raise typer.Exit(1)
 
 
 @batch_app.command("status")

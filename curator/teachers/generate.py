@@ -159,6 +159,21 @@ def plan_generation(wh: Warehouse, spec: GenerateSpec) -> Plan:
         raise CuratorError("--samples must be at least 1")
     if spec.max_tokens is not None and spec.max_tokens < 1:
         raise CuratorError("--max-tokens must be at least 1")
+    if spec.temperature is not None and not spec.temperature >= 0:
+        raise CuratorError(f"--temperature {spec.temperature}: must be 0 or more")
+    if spec.max_cost is not None and not spec.max_cost > 0:
+        raise CuratorError(f"--max-cost {spec.max_cost}: must be more than 0 (USD)")
+    from urllib.parse import urlsplit
+    for url in spec.base_urls:
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            ok = False
+        if not ok:
+            raise CuratorError(f"--base-url {url!r}: expected an http:// or https:// URL, "
+                               "e.g. http://127.0.0.1:8765/v1")
     if spec.provider == "openai-compatible" and not spec.base_urls:
         raise CuratorError("--provider openai-compatible needs at least one --base-url")
     adapter = make_adapter(spec.provider)
