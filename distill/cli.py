@@ -318,6 +318,17 @@ def generate(
 from distill import cli_asc as _asc; _asc.register(app)  # noqa: E402  ranker, eval, compare
 
 
+def shutdown_process_group() -> None:
+    """Under torchrun, end the process group before the interpreter exits: a gloo or NCCL
+    group left alive can abort the process during teardown ("terminate called without an
+    active exception"), turning a finished run into a failed exit status."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main() -> None:
     try:
         app()
@@ -327,6 +338,8 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted; files written so far are kept")
         sys.exit(130)
+    finally:
+        shutdown_process_group()
 
 
 if __name__ == "__main__":

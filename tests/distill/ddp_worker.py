@@ -51,3 +51,5 @@ if __name__ == "__main__":
     res = run(base, export, out, accum)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(res, out / "weights.pt")
+    from distill.cli import shutdown_process_group
+    shutdown_process_group()

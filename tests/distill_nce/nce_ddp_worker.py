@@ -46,3 +46,5 @@ if __name__ == "__main__":
     res = run(base, nat, export, out, int(sys.argv[5]), sys.argv[6] == "1")
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(res, out / "result.pt")
+    from distill.cli import shutdown_process_group
+    shutdown_process_group()
