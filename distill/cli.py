@@ -57,6 +57,19 @@ Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up step
 Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
 SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimiser steps into OUT/.../checkpoints (0: only the final adapter).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again into an OUT that already holds a finished run, replacing it.")]
+
+
+def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """A finished run is never replaced by accident (a student trained from it would no
+    longer match it)."""
+    from distill.student import MANIFEST, read_manifest
+    if resume or overwrite or not (Path(out) / MANIFEST).is_file():
+        return
+    kind = read_manifest(out).get("method") or "distill"
+    raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
+                       f"--overwrite to train again over it, --resume to keep it, or choose "
+                       f"another --out")
 
 
 @dataclass
@@ -162,7 +175,7 @@ def train(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False,
+    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
 ) -> None:
     """Train one LoRA adapter with a baseline method of the paper."""
     from distill.train import METHODS, train_baseline
@@ -170,6 +183,7 @@ def train(
 
     if method not in METHODS:
         raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    guard_out(out, resume, overwrite)
     knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
                   lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
                   gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
@@ -200,7 +214,7 @@ def nat(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False,
+    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
 ) -> None:
     """NAT: stage 1 trains the `neg` adapter on negatives; stage 2 freezes it and trains
     the `pos` adapter and the integration gates on positives."""
@@ -209,6 +223,7 @@ def nat(
     from distill.train import train_nat
     from distill.trainers import NATConfig
 
+    guard_out(out, resume, overwrite)
     knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
                   lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
                   gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
@@ -242,13 +257,14 @@ def nce(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False,
+    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
 ) -> None:
     """NCE: distil the NAT model (--nat) into a fresh `student` LoRA on the positives, each
     sample weighted by 0.5 + beta, beta = tanh(mean KL(p_neg || p_nat)); one copy of the
     base serves teacher and student."""
     from distill.nce import NCEConfig, train_nce
 
+    guard_out(out, resume, overwrite)
     knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
                   lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
                   gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)

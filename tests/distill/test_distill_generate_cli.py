@@ -95,6 +95,11 @@ def test_cli_main_job(tmp_path, export_file, eval_file):
     recs = [json.loads(x) for x in (tmp_path / "nat.jsonl").read_text().splitlines()]
     assert len(recs) == 12 and {r["model"] for r in recs} == {"student:nat:nat"}
 
+    # a finished run is not replaced by accident
+    before = (tmp_path / "nat" / "distill.json").read_text()
+    res = runner.invoke(app, [str(a) for a in ("nat", *common, "--out", tmp_path / "nat")])
+    assert res.exit_code != 0 and "already holds a finished nat run" in str(res.exception)
+    assert (tmp_path / "nat" / "distill.json").read_text() == before
     _invoke("nat", *common, "--out", tmp_path / "nat", "--gate-width", 8, "--resume")
     manifest = json.loads((tmp_path / "nat" / "distill.json").read_text())
     assert manifest["neg_from"] == str(tmp_path / "nat" / "neg") and "neg" not in manifest["stages"]

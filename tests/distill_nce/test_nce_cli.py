@@ -131,7 +131,7 @@ def test_cli_errors_are_clear(tiny, nat_dir, export_file, tmp_path):
     res = _nce(tiny, tmp_path / "nowhere", export_file, tmp_path / "o", ok=False)
     assert res.exit_code != 0 and "not a finished `distill nat` output" in str(res.exception)
     res = _nce(tiny, nat_dir, export_file, nat_dir, ok=False)
-    assert res.exit_code != 0 and "holds a NAT model" in str(res.exception)
+    assert res.exit_code != 0 and "already holds a finished nat run" in str(res.exception)
     res = _nce(tiny, nat_dir, export_file, tmp_path / "o", "--lambda", 1.5, ok=False)
     assert res.exit_code != 0 and "--lambda must lie in [0, 1]" in str(res.exception)
 
