@@ -421,6 +421,18 @@ def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
     return _no("kind")
 
 
+def _as_point(ref: Answer, pred: Answer, ctx: Context, kinds: tuple[str, ...]) -> Verdict:
+    """An ordered reference against a prediction of one of ``kinds`` or a column/row
+    vector: compared element by element."""
+    if pred.kind in kinds:
+        return _ok("tuple") if _match_ordered(ref.items, pred.items, ctx) else _no("tuple")
+    if pred.kind == "matrix":
+        vec = _vector(pred)
+        if vec is not None:
+            return _ok("vector") if _match_ordered(ref.items, vec, ctx) else _no("vector")
+    return _no("kind")
+
+
 def _keep_flags(n: Answer, like: Answer) -> Answer:
     if n is like:
         return n
@@ -445,22 +457,10 @@ def _compare_sequences(ref: Answer, pred: Answer, ctx: Context) -> Verdict:
             pi = relation_as_interval(pred)
             if pi is not None:
                 return compare_intervals(ref, pi, ctx)
-        if pk == "list" and ref.brackets == "()":
-            # a point "(3, -1)" written without its parentheses
-            return _ok("tuple") if _match_ordered(ref.items, pred.items, ctx) else _no("tuple")
-        if pk == "matrix":
-            vec = _vector(pred)
-            if vec is not None:
-                return _ok("vector") if _match_ordered(ref.items, vec, ctx) else _no("vector")
-        return _no("kind")
+        # a point "(3, -1)" written without its parentheses
+        return _as_point(ref, pred, ctx, ("list",) if ref.brackets == "()" else ())
     if rk == "tuple":
-        if pk in ("tuple", "list"):
-            return _ok("tuple") if _match_ordered(ref.items, pred.items, ctx) else _no("tuple")
-        if pk == "matrix":
-            vec = _vector(pred)
-            if vec is not None:
-                return _ok("vector") if _match_ordered(ref.items, vec, ctx) else _no("vector")
-        return _no("kind")
+        return _as_point(ref, pred, ctx, ("tuple", "list"))
     # list or set: the order of the answers does not matter
     if pk in ("list", "set"):
         return _ok(rk) if _match_unordered(ref.items, pred.items, ctx) else _no(rk)
