@@ -107,33 +107,28 @@ class _Writer:
             self.progress(n)
 
 
-def _pending_sql(run_ids: list[str] | None) -> str:
+def _pending(run_ids: list[str] | None) -> str:
+    """The condition on ``samples s`` for "not graded by the version yet" (of the runs);
+    parameters: the run ids, then the grader version."""
     runs = f"AND s.run_id IN ({', '.join('?' for _ in run_ids)})" if run_ids else ""
-    return f"""
-        SELECT s.sample_id, p.reference_answer, s.completion, p.question
-        FROM samples s JOIN problems p USING (problem_id)
-        WHERE s.completion IS NOT NULL AND s.sample_id > ? {runs}
+    return f"""s.completion IS NOT NULL {runs}
           AND NOT EXISTS (SELECT 1 FROM grades g
-                          WHERE g.sample_id = s.sample_id AND g.grader_version = ?)
-        ORDER BY s.sample_id
-        LIMIT {PAGE}"""
+                          WHERE g.sample_id = s.sample_id AND g.grader_version = ?)"""
 
 
 def count_pending(wh: Warehouse, run_ids: list[str] | None = None,
                   version: str = api.GRADER_VERSION) -> int:
-    runs = f"AND s.run_id IN ({', '.join('?' for _ in run_ids)})" if run_ids else ""
     with wh.read() as con:
-        return con.execute(f"""
-            SELECT count(*) FROM samples s
-            WHERE s.completion IS NOT NULL {runs}
-              AND NOT EXISTS (SELECT 1 FROM grades g
-                              WHERE g.sample_id = s.sample_id AND g.grader_version = ?)""",
+        return con.execute(f"SELECT count(*) FROM samples s WHERE {_pending(run_ids)}",
                            [*(run_ids or []), version]).fetchall()[0][0]
 
 
 def _pages(wh: Warehouse, run_ids: list[str] | None, version: str) -> Iterable[list[tuple]]:
     last = ""
-    sql = _pending_sql(run_ids)
+    sql = f"""SELECT s.sample_id, p.reference_answer, s.completion, p.question
+              FROM samples s JOIN problems p USING (problem_id)
+              WHERE s.sample_id > ? AND {_pending(run_ids)}
+              ORDER BY s.sample_id LIMIT {PAGE}"""
     while True:
         with wh.read() as con:
             rows = con.execute(sql, [last, *(run_ids or []), version]).fetchall()
