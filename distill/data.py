@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from curator.errors import CuratorError, InputError
+# The prompt text is shared with `curator export --layout ...` (one definition).
+from curator.student_prompts import DEFAULT_TEMPLATE, check_template, render_prompt
 
 EXPORT_SCHEMA = "export_record.schema.json"
 EVAL_SCHEMA = "eval_record.schema.json"
-
-DEFAULT_TEMPLATE = "Question: {question}\nAnswer: "
 
 
 # -- validation --------------------------------------------------------------------------
@@ -251,14 +251,14 @@ class PromptFormat:
     chat: bool = False
 
     def __post_init__(self):
-        if not self.chat and "{question}" not in self.template:
-            raise CuratorError(f"--prompt-template must contain {{question}}: {self.template!r}")
+        if not self.chat:
+            check_template(self.template)
 
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
         if self.chat:
             text = self._chat(tokenizer, [{"role": "user", "content": question}], True)
             return tokenizer(text, add_special_tokens=False)["input_ids"]
-        return tokenizer(self.template.format(question=question))["input_ids"]
+        return tokenizer(render_prompt(self.template, question))["input_ids"]
 
     def completion_ids(self, tokenizer, question: str, rationale: str) -> list[int]:
         if self.chat:

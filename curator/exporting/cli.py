@@ -58,6 +58,10 @@ def _print_result(result, title: str) -> None:
     for w in result.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", soft_wrap=True)
     # soft_wrap: paths stay whole, so they can be copied from the terminal
+    if m.get("layout", {}).get("trainer"):
+        lay = m["layout"]
+        console.print(f"layout {lay['name']} ({lay['style']}) for {lay['trainer']}: columns "
+                      f"{', '.join(lay['columns'])}; records are its rows")
     console.print(f"wrote {result.out} ({m['format']}); provenance in "
                   f"{result.out / 'manifest.json'}", soft_wrap=True)
 
@@ -93,6 +97,25 @@ def register(app: typer.Typer) -> None:
         fmt: FormatOpt = "jsonl",
         overwrite: OverwriteOpt = False,
         db: DbOption = None,
+        layout: Annotated[str, typer.Option(
+            help="Rows to write: default (the export records) | sft (positives as "
+                 "prompt/completion, for trl.SFTTrainer) | preference (prompt/chosen/rejected "
+                 "pairs of one problem, trl.DPOTrainer) | unpaired (prompt/completion/label, "
+                 "trl.KTOTrainer). See docs/trl.md.")] = "default",
+        style: Annotated[Optional[str], typer.Option(
+            help="For sft/preference/unpaired: standard (text prompt; default) | "
+                 "conversational (prompt and completions as chat messages) | messages "
+                 "(sft only: one 'messages' column).")] = None,
+        prompt_template: Annotated[Optional[str], typer.Option(
+            help="--style standard: the prompt text with {question}; default "
+                 "distill's 'Question: {question}\\nAnswer: '.")] = None,
+        chat_prompt: Annotated[Optional[str], typer.Option(
+            help="Chat styles: put a prompt template's system and few-shot turns before the "
+                 "question (math-cot | math-zeroshot | word-cot | word-zeroshot, or a file "
+                 "as for `curator generate --prompt`); default: the question alone.")] = None,
+        pairs_per_problem: Annotated[Optional[int], typer.Option(
+            help="--layout preference: at most this many (positive, negative) pairs per "
+                 "problem, spread over its rationales by seeded hash; default: all pairs.")] = None,
     ) -> None:
         """Export graded rationales as leak-free problem-level training splits."""
         from curator.exporting import ExportOptions, export_training
@@ -103,7 +126,9 @@ def register(app: typer.Typer) -> None:
                              max_positives=max_positives, max_negatives=max_negatives,
                              include_truncated=include_truncated,
                              include_errored=include_errored, dedupe=not keep_duplicates,
-                             format=fmt)
+                             format=fmt, layout=layout, style=style,
+                             prompt_template=prompt_template, chat_prompt=chat_prompt,
+                             pairs_per_problem=pairs_per_problem)
         result = export_training(Warehouse(db), out, opts, overwrite=overwrite)
         _print_result(result, f"export {out}")
 

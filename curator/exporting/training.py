@@ -23,7 +23,10 @@ warehouse is never written except for the one-row record of the finished export)
    the sample id (independent of row order).
 4. **validate and write**: every record checked against
    ``schemas/export_record.schema.json``, written by DuckDB in the chosen format into a
-   staging directory together with ``manifest.json``, then renamed to OUT.
+   staging directory together with ``manifest.json``, then renamed to OUT. A layout
+   other than ``default`` (:mod:`curator.exporting.layouts`: sft, preference, unpaired
+   rows for TRL's trainers) is built from these same records in their splits and
+   written instead of them.
 
 The manifest records :func:`selection_query`, one SQL statement that selects exactly the
 exported records (before the split), for anyone who wants to check or reproduce them
@@ -42,7 +45,7 @@ import duckdb
 
 from curator import __version__
 from curator.errors import CuratorError
-from curator.exporting import files, formats, schema, splits
+from curator.exporting import files, formats, layouts, schema, splits
 from curator.ids import stable_id
 from curator.warehouse import Warehouse
 
@@ -71,6 +74,18 @@ class ExportOptions:
     include_errored: bool = False         # error_class set (a failed request has no text anyway)
     dedupe: bool = True
     format: str = "jsonl"
+    # The rows written (curator.exporting.layouts); "default" = the export records.
+    layout: str = "default"
+    style: str | None = None              # standard | conversational | messages
+    prompt_template: str | None = None    # standard style: text with {question}
+    chat_prompt: str | None = None        # chat styles: a prompt template's turns
+    pairs_per_problem: int | None = None  # preference: None = all pairs
+
+    def layout_options(self) -> layouts.LayoutOptions:
+        return layouts.LayoutOptions(layout=self.layout, style=self.style,
+                                     prompt_template=self.prompt_template,
+                                     chat_prompt=self.chat_prompt,
+                                     pairs_per_problem=self.pairs_per_problem)
 
 
 @dataclass
@@ -352,6 +367,7 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
     opts = opts or ExportOptions()
     out = Path(out)
     formats.check_format(opts.format)
+    layouts.check(opts.layout_options())
     spec = splits.parse_splits(opts.splits)
     bad = [c for c in opts.stratify if c not in STRATA_COLUMNS]
     if bad:
@@ -411,13 +427,38 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                     f"SELECT {', '.join(chr(34) + f + chr(34) for f in fields)} FROM export_kept")
         shapes = schema.validate_table(con, "export_record_fields", schema.TRAINING_SCHEMA,
                                        "sample_id")
-        counts, totals = _counts(con, "export_kept")
+        layout = None
+        table, columns = "export_kept", fields
+        description = rec_schema.get("description", "")
+        if opts.layout != "default":
+            layout = layouts.build(con, "export_kept", opts.layout_options(), opts.seed,
+                                   lambda col: _cap_order(opts, col))
+            layout["problems_without"] = layouts.unusable_problems(con, "export_kept",
+                                                                   list(spec.names))
+            line = layouts.report_line(opts.layout, layout["problems_without"])
+            if line:
+                warnings.append(line)
+            table, columns = "export_layout", layout["columns"]
+            description = (f"{opts.layout} layout for {layout['trainer']} "
+                           f"({layout['trl_dataset_type']}), built from records of "
+                           f"{schema.TRAINING_SCHEMA}.")
+        # counts: the records written (or that a layout's rows were made from)
+        counts, totals = _counts(con, "export_kept" if layout is None
+                                 else "export_layout_sources")
         totals = {name: totals.get(name, {"problems": 0, "records": 0, "positive": 0,
                                           "negative": 0}) for name in spec.names}
-        description = (rec_schema.get("description", "") +
-                       f" Exported by dust-curator {__version__}; see manifest.json.")
-        formats.write_splits(con, "export_kept", fields, list(spec.names), RECORD_ORDER,
-                             opts.format, stage, description, query + str(opts.seed))
+        if layout is not None:
+            rows = dict(con.execute("SELECT export_split, count(*) FROM export_layout "
+                                    "GROUP BY ALL").fetchall())
+            for name, t in totals.items():
+                # records: the rows written; rationales: the records they were made from
+                t["rationales"] = t["records"]
+                t["records"] = rows.get(name, 0)
+        description += f" Exported by dust-curator {__version__}; see manifest.json."
+        formats.write_splits(con, table, columns, list(spec.names), RECORD_ORDER,
+                             opts.format, stage, description,
+                             query + str(opts.seed) +
+                             ("" if layout is None else json.dumps(layout, sort_keys=True)))
         runs = con.execute(f"""SELECT run_id, model, kind, source FROM runs
                                WHERE run_id IN (SELECT DISTINCT run_id FROM export_kept)
                                ORDER BY run_id""").fetchall()
@@ -430,7 +471,8 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
             "record_schema": schema.TRAINING_SCHEMA,
             "record_schema_sha256": hashlib.sha256(
                 schema.schema_text(schema.TRAINING_SCHEMA).encode()).hexdigest(),
-            "fields": fields,
+            "fields": columns,
+            "layout": layout or {"name": "default", "columns": fields},
             "warehouse": str(wh.path.resolve()),
             "selection": {
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
