@@ -20,11 +20,13 @@ system and few-shot turns followed by it) and completions as one assistant messa
 assistant's rationale. Every row also carries ``problem_id`` and the sample id(s) it came
 from; TRL's trainers drop columns they do not use.
 
-Pairs are formed without randomness beyond the seed: a problem's positives are ranked
-``i = 0..P-1`` and its negatives ``j = 0..Q-1`` by a seeded hash of the sample id, and
-pairs are taken in the order of ``d = (j - i) mod Q``, then ``i``. Every prefix of that
-order uses each positive and each negative about equally often, so a cap of N pairs per
-problem spreads over as many different rationales as it can.
+Pairs are formed without randomness beyond the seed: a problem's P positives are ranked
+``i = 0..P-1`` and its Q negatives ``j = 0..Q-1`` by a seeded hash of the sample id, and
+the pairs are taken in the order ``k = 0, 1, ...`` with ``i = k mod P`` and
+``j = (k + k div lcm(P, Q)) mod Q``, which visits every pair once and in which every
+prefix uses each positive, and each negative, equally often to within one. A cap of N
+pairs per problem keeps the first N, so it spreads over as many different rationales as
+it can.
 """
 
 from __future__ import annotations
@@ -173,28 +175,33 @@ def build(con, source: str, opts: LayoutOptions, seed: int, rank_sql) -> dict:
         con.execute(f"""CREATE TEMP VIEW export_layout_sources AS
                         SELECT * FROM {source} k {where}""")
     elif opts.layout == "preference":
-        cap = ("" if opts.pairs_per_problem is None else
-               f"QUALIFY row_number() OVER (PARTITION BY pos.problem_id ORDER BY "
-               f"((neg.j - pos.i) % neg.q + neg.q) % neg.q, pos.i) <= {int(opts.pairs_per_problem)}")
+        n = "p * q" if opts.pairs_per_problem is None else \
+            f"least(p * q, {int(opts.pairs_per_problem)})"
         con.execute(f"""
             CREATE TEMP TABLE export_layout AS
-            WITH pos AS (
-                SELECT export_split, problem_id, sample_id, rationale,
-                       row_number() OVER (PARTITION BY problem_id
-                                          ORDER BY {rank_sql('sample_id')}, sample_id) - 1 AS i
-                FROM {source} WHERE label = 'positive'),
-            neg AS (
-                SELECT problem_id, sample_id, rationale,
-                       row_number() OVER (PARTITION BY problem_id
-                                          ORDER BY {rank_sql('sample_id')}, sample_id) - 1 AS j,
-                       count(*) OVER (PARTITION BY problem_id) AS q
-                FROM {source} WHERE label = 'negative'),
+            WITH ranked AS (
+                SELECT export_split, problem_id, sample_id, rationale, label,
+                       row_number() OVER (PARTITION BY problem_id, label
+                                          ORDER BY {rank_sql('sample_id')}, sample_id) - 1 AS r
+                FROM {source}),
+            sizes AS (
+                SELECT problem_id, count(*) FILTER (WHERE label = 'positive') AS p,
+                       count(*) FILTER (WHERE label = 'negative') AS q
+                FROM {source} GROUP BY problem_id),
+            seq AS (
+                SELECT problem_id, p, q, unnest(range({n})) AS k
+                FROM sizes WHERE p > 0 AND q > 0),
+            ij AS (
+                SELECT problem_id, k % p AS i, (k + k // lcm(p, q)) % q AS j FROM seq),
             pairs AS (
-                SELECT pos.export_split, pos.problem_id, pos.sample_id AS chosen_sample_id,
+                SELECT pos.export_split, ij.problem_id, pos.sample_id AS chosen_sample_id,
                        neg.sample_id AS rejected_sample_id, pos.rationale AS chosen_text,
                        neg.rationale AS rejected_text
-                FROM pos JOIN neg ON neg.problem_id = pos.problem_id
-                {cap})
+                FROM ij
+                JOIN ranked pos ON pos.problem_id = ij.problem_id AND pos.label = 'positive'
+                                   AND pos.r = ij.i
+                JOIN ranked neg ON neg.problem_id = ij.problem_id AND neg.label = 'negative'
+                                   AND neg.r = ij.j)
             SELECT x.export_split, p.prompt, {_completion(style, 'x.chosen_text')} AS chosen,
                    {_completion(style, 'x.rejected_text')} AS rejected, x.problem_id,
                    x.chosen_sample_id, x.rejected_sample_id
@@ -219,8 +226,9 @@ def build(con, source: str, opts: LayoutOptions, seed: int, rank_sql) -> dict:
         cap = opts.pairs_per_problem
         section["pairing"] = {
             "pairs_per_problem": cap,
-            "rule": ("each problem's positives (i) and negatives (j) ranked by "
-                     "md5(seed:sample_id); pairs taken in order of ((j - i) mod Q, i); "
+            "rule": ("a problem's P positives (i) and Q negatives (j) ranked by "
+                     "md5(seed:sample_id); pair k = 0, 1, ... is (k mod P, (k + k div "
+                     "lcm(P, Q)) mod Q); "
                      + ("all pairs" if cap is None else f"the first {cap} per problem")),
             "seed": seed,
         }

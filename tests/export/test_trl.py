@@ -107,8 +107,10 @@ def test_trl_doc_runs_as_written(graded_wh, tiny_student, tmp_path, monkeypatch,
     setup, *trainers = python
     monkeypatch.chdir(tmp_path)
     for command in commands:
-        # the fixture warehouse has 200 problems: split it so validation is not tiny
-        cli(*shlex.split(command)[1:], "--splits", SPLITS, "--db", str(graded_wh.path))
+        # the fixture warehouse has 200 problems: split it so validation is not tiny, and
+        # one rationale of each label per problem keeps the tokenization to seconds
+        cli(*shlex.split(command)[1:], "--splits", SPLITS, "--max-positives", "1",
+            "--max-negatives", "1", "--db", str(graded_wh.path))
 
     namespace: dict = {}
     exec(compile(setup, f"{DOC}:settings", "exec"), namespace)
