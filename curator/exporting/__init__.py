@@ -3,12 +3,15 @@
 * :func:`export_training` (`curator export`): graded rationales, labelled positive or
   negative by the current grader, in problem-level splits (no problem in two splits),
   as JSONL, Parquet or a Hugging Face ``DatasetDict``, with ``manifest.json``.
+  With ``--layout sft|preference|unpaired`` (:mod:`.layouts`) the same records, in the
+  same splits, are written as the rows TRL's SFT, DPO and KTO trainers read.
 * :func:`export_eval` (`curator export-eval`): problems only, for evaluating students.
 
 Records follow ``schemas/export_record.schema.json`` / ``schemas/eval_record.schema.json``,
 the only contract `distill` relies on. Modules: :mod:`.splits` (pure split assignment),
 :mod:`.schema` (the contracts and validation), :mod:`.formats` (writers), :mod:`.files`
-(staged output directory, hashes), :mod:`.training`, :mod:`.evaluation`, :mod:`.cli`.
+(staged output directory, hashes), :mod:`.layouts` (TRL layouts), :mod:`.training`,
+:mod:`.evaluation`, :mod:`.cli`.
 """
 
 from curator.exporting.evaluation import EvalOptions, export_eval

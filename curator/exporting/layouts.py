@@ -213,6 +213,12 @@ def build(con, source: str, opts: LayoutOptions, seed: int, rank_sql) -> dict:
                             UNION SELECT rejected_sample_id FROM export_layout)""")
     else:
         raise CuratorError(f"internal: no layout {opts.layout!r}")
+    if not con.execute("SELECT count(*) FROM export_layout").fetchall()[0][0]:
+        why = {"sft": "the selection has no positive rationale",
+               "preference": "no problem of the selection has both a positive and a negative "
+                             "rationale",
+               "unpaired": "the selection is empty"}[opts.layout]
+        raise CuratorError(f"--layout {opts.layout} gives no rows: {why}. Nothing was written.")
     columns = [c for c in con.table("export_layout").columns if c != "export_split"]
     section = {
         "name": opts.layout,

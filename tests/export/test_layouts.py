@@ -158,14 +158,16 @@ def test_manifest_names_the_trainer_and_columns(layouts):
 
 
 def test_pairs_per_problem_cap_is_balanced_and_seeded(graded_wh, default, tmp_path):
-    def pairs(seed, out):
+    def pairs(seed, out, fmt="jsonl"):
         export_training(graded_wh, tmp_path / out, ExportOptions(
-            splits=SPLITS, layout="preference", pairs_per_problem=3, seed=seed), record=False)
+            splits=SPLITS, layout="preference", pairs_per_problem=3, seed=seed, format=fmt),
+            record=False)
         return read_all(tmp_path / out)
 
-    a, again, other = pairs(0, "a"), pairs(0, "b"), pairs(1, "c")
+    a, again, other = pairs(0, "a", "hf"), pairs(0, "b", "hf"), pairs(1, "c")
     assert a.equals(again)
-    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "b" / "train.jsonl").read_bytes()
+    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab"]
+    assert manifests[0]["files"] == manifests[1]["files"]  # byte-identical, state.json included
     n_pos = dict(default.filter(pl.col("label") == "positive").group_by("problem_id").len().iter_rows())
     n_neg = dict(default.filter(pl.col("label") == "negative").group_by("problem_id").len().iter_rows())
     for pid, g in a.group_by("problem_id"):
@@ -242,6 +244,16 @@ def test_bad_layout_options_rejected_before_work(graded_wh, tmp_path, opts, mess
     assert not (tmp_path / "x").exists()
 
 
+def test_a_layout_without_rows_is_refused(graded_wh, tmp_path):
+    with pytest.raises(CuratorError, match="no problem of the selection has both"):
+        export_training(graded_wh, tmp_path / "x", ExportOptions(
+            layout="preference", max_negatives=0), record=False)
+    with pytest.raises(CuratorError, match="has no positive rationale"):
+        export_training(graded_wh, tmp_path / "x", ExportOptions(
+            layout="sft", max_positives=0), record=False)
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_layout_options(cli, fixture_db, tmp_path):
     res = cli("export", tmp_path / "p", "--db", fixture_db, "--splits", SPLITS,
               "--layout", "preference", "--pairs-per-problem", "2", "--style", "conversational")
@@ -252,3 +264,14 @@ def test_cli_layout_options(cli, fixture_db, tmp_path):
     assert m["layout"]["pairing"]["pairs_per_problem"] == 2
     res = cli("export", tmp_path / "q", "--db", fixture_db, "--style", "messages", ok=False)
     assert res.exit_code != 0 and "applies only to --layout" in str(res.exception)
+
+
+def test_layouts_do_not_import_torch():
+    """curator builds the prompts without distill's training stack."""
+    import subprocess
+    import sys
+    code = ("import sys, curator.exporting.layouts, curator.exporting.training, "
+            "curator.student_prompts, distill.data; "
+            "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
