@@ -459,8 +459,9 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                              opts.format, stage, description,
                              query + str(opts.seed) +
                              ("" if layout is None else json.dumps(layout, sort_keys=True)))
+        sources = "export_kept" if layout is None else "export_layout_sources"
         runs = con.execute(f"""SELECT run_id, model, kind, source FROM runs
-                               WHERE run_id IN (SELECT DISTINCT run_id FROM export_kept)
+                               WHERE run_id IN (SELECT DISTINCT run_id FROM {sources})
                                ORDER BY run_id""").fetchall()
         manifest = {
             "kind": "training",
