@@ -34,7 +34,7 @@ from curator.sources import (
     problems_frame,
     text_field,
 )
-from curator.warehouse import Warehouse, scalar
+from curator.warehouse import Warehouse, run_role, scalar
 
 FORMATS = ("tdg", "jsonl")
 
@@ -287,11 +287,12 @@ def _store_run(con, fmt: str, model: str, provider: str | None, path: Path, dige
                items: list[tuple[Rationale, str]], created_ids: set[str]) -> RunImport:
     run_id = ids.stable_id("r", "import", fmt, model, digest)
     con.execute("""
-        INSERT INTO runs (run_id, kind, provider, model, source, metadata)
-        SELECT ?, 'import', ?, ?, ?, ?::JSON
+        INSERT INTO runs (run_id, kind, provider, model, source, metadata, role)
+        SELECT ?, 'import', ?, ?, ?, ?::JSON, ?
         WHERE NOT EXISTS (SELECT 1 FROM runs WHERE run_id = ?)""",
                 [run_id, provider, model, str(path),
-                 json.dumps({"format": fmt, "file_sha256": digest}), run_id])
+                 json.dumps({"format": fmt, "file_sha256": digest}),
+                 run_role("import", model), run_id])
     # Records without a sample_index are numbered per problem in file order; a repeated
     # (problem, index) keeps its first record.
     next_index: dict[str, int] = defaultdict(int)

@@ -273,6 +273,16 @@ class Warehouse:
         return self._connect(read_only=False)
 
 
+STUDENT_MODEL_PREFIX = "student:"
+
+
+def run_role(kind: str, model: str) -> str:
+    """'student' or 'teacher' for a new run (runs.role): kind 'student', or a model name
+    starting with 'student:' (as `distill eval` writes them), is a student. The view
+    run_roles applies the same rule to runs written without a role."""
+    return "student" if kind == "student" or model.startswith(STUDENT_MODEL_PREFIX) else "teacher"
+
+
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
     """The first column of the first row, with the result fully consumed.
 

@@ -53,6 +53,21 @@ def _print_result(result, title: str) -> None:
     if m.get("duplicates_dropped"):
         console.print(f"dropped {m['duplicates_dropped']} exact duplicate rationale(s) within "
                       "problems")
+    held = m.get("held_back") or {}
+    if held.get("problems"):
+        why = "; ".join(f"{len(ids)} {reason}" for reason, ids in held["reasons"].items())
+        console.print(f"held back {held['problems']} evaluation problem(s) from the splits ({why}); "
+                      "ids in manifest.json held_back (--allow-eval-problems takes them)",
+                      soft_wrap=True)
+    for run in held.get("student_runs_left_out", []):
+        console.print(f"left out student run {run['run_id']} ({run['model']}, "
+                      f"{run['graded_samples']} graded samples); name it in --runs to take it",
+                      soft_wrap=True)
+    assigned = m.get("split_assignment") or {}
+    if assigned.get("splits_from"):
+        console.print(f"kept the split of {assigned['reused']} problem(s) from "
+                      f"{assigned['splits_from']['manifest']}; placed {assigned['hashed']} new "
+                      "one(s) by the keyed hash", soft_wrap=True)
     if m.get("capped"):
         console.print(f"left out {m['capped']} rationale(s) over --max-positives/--max-negatives")
     for w in result.warnings:
@@ -81,9 +96,21 @@ def register(app: typer.Typer) -> None:
         splits: Annotated[str, typer.Option(help="Split names and fractions of problems.")] =
             "train=0.9,validation=0.05,test=0.05",
         seed: SeedOpt = 0,
-        stratify: Annotated[str, typer.Option(
-            help="Columns whose mix every split keeps: any of dataset, subject, level; or 'none'.")] =
-            "subject,level",
+        split_method: Annotated[str, typer.Option(
+            help="keyed-hash: a problem's split depends only on its id and --seed, so other "
+                 "data never moves it; balanced: exact sizes and subject/level mix, but "
+                 "another selection moves problems.")] = "keyed-hash",
+        splits_from: Annotated[Optional[Path], typer.Option(
+            help="An earlier export (directory or manifest.json) whose split assignment is "
+                 "kept exactly; new problems go where the keyed hash puts them.")] = None,
+        stratify: Annotated[Optional[str], typer.Option(
+            help="--split-method balanced: columns whose mix every split keeps: any of "
+                 "dataset, subject, level; or 'none' (default subject,level).",
+            show_default=False)] = None,
+        allow_eval_problems: Annotated[bool, typer.Option(
+            "--allow-eval-problems",
+            help="DANGER: also put problems of a dataset's test split and problems written by "
+                 "`curator export-eval` into the splits (held back by default).")] = False,
         max_positives: Annotated[Optional[int], typer.Option(
             help="At most this many positives per problem (chosen by seeded hash).")] = None,
         max_negatives: Annotated[Optional[int], typer.Option(
@@ -122,7 +149,10 @@ def register(app: typer.Typer) -> None:
         from curator.warehouse import Warehouse
 
         opts = ExportOptions(runs=_csv(runs), datasets=_csv(dataset), where=where,
-                             splits=splits, seed=seed, stratify=_stratify(stratify),
+                             splits=splits, seed=seed, split_method=split_method,
+                             splits_from=str(splits_from) if splits_from else None,
+                             stratify=None if stratify is None else _stratify(stratify),
+                             allow_eval_problems=allow_eval_problems,
                              max_positives=max_positives, max_negatives=max_negatives,
                              include_truncated=include_truncated,
                              include_errored=include_errored, dedupe=not keep_duplicates,

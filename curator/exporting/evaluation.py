@@ -170,9 +170,13 @@ def export_eval(wh: Warehouse, out: str | Path, opts: EvalOptions | None = None,
         }
         finish_manifest(stage, manifest, warnings)
     result = ExportResult(out=out, manifest=manifest, warnings=warnings)
+    unrecorded = ("later training exports hold back only the problems of a test split, not "
+                  "the other problems of this eval set")
     if record:
         if _record_export(wh, "eval", out, opts.format, manifest,
-                          files.sha256_file(out / files.MANIFEST)) is None:
+                          files.sha256_file(out / files.MANIFEST), problem_ids=chosen) is None:
             warnings.append("the warehouse stayed busy: this export is not recorded in the "
-                            "exports table (the files are complete)")
+                            f"exports table (the files are complete); {unrecorded}")
+    elif opts.split != "test":
+        warnings.append(f"not recorded in the warehouse (record=False): {unrecorded}")
     return result

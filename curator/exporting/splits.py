@@ -1,8 +1,24 @@
 """Problem-level split assignment: pure functions, no database.
 
 Every rationale of a problem lands in the split of its problem, so no question is seen
-in training and again in evaluation. Assignment is reproducible from a seed and does not
-depend on the order rows come out of the database:
+in training and again in evaluation.
+
+Training exports use the **keyed hash** (:func:`hash_split`, method ``keyed-hash``): a
+problem's split is a function of its ``problem_id``, the seed and the fractions only,
+never of which other problems are selected, so adding, removing or regrading data never
+moves a problem between splits. Each problem draws a point ``u`` in [0, 1) from
+``blake2b(problem_id, key="curator-split:<seed>")`` and lands in the split whose
+cumulative-fraction interval holds ``u``; split sizes are therefore binomial around the
+requested fractions (for n problems, a standard deviation of ``sqrt(f (1 - f) / n)``,
+0.35 percentage points for a 10% split of the 7,500 MATH train problems).
+:func:`stable_assignment` also reuses an earlier export's assignment (``--splits-from``).
+
+The older **balanced** method (:func:`assign_splits`, ``--split-method balanced``)
+deals problems so that split sizes and the subject x level mix are exact, but a
+problem's split then depends on the whole selection: leaving one problem out can move
+hundreds. It is kept for tiny selections and for ``curator export-eval --limit`` (which
+picks a subset, not a split). Its steps, reproducible from a seed and independent of
+the order rows come out of the database:
 
 1. each problem gets a rank key ``blake2b(seed, problem_id)``;
 2. problems are grouped into strata (e.g. subject x level) and sorted by
@@ -76,6 +92,76 @@ def parse_splits(text: str) -> SplitSpec:
 def rank_key(seed: int, problem_id: str) -> bytes:
     """The seeded pseudo-random order of problems (stable across Python runs)."""
     return hashlib.blake2b(f"{seed}\x1f{problem_id}".encode(), digest_size=8).digest()
+
+
+HASH_METHOD = "keyed-hash"
+BALANCED_METHOD = "balanced"
+SPLIT_METHODS = (HASH_METHOD, BALANCED_METHOD)
+HASH_DESCRIPTION = ("u = int(blake2b(problem_id, key='curator-split:<seed>', digest_size=8)) "
+                    "/ 2**64; the first split whose cumulative fraction exceeds u")
+_UNIT = 1 << 64
+
+
+def hash_point(seed: int, problem_id: str) -> int:
+    """The problem's point in [0, 2**64): a keyed hash of its id, nothing else."""
+    digest = hashlib.blake2b(problem_id.encode(), key=f"curator-split:{seed}".encode(),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _thresholds(spec: SplitSpec) -> list[int]:
+    """Upper ends of the splits' intervals on [0, 2**64), exact (the last is 2**64)."""
+    out, cum = [], Fraction(0)
+    for f in spec.fractions:
+        cum += f
+        out.append(math.floor(cum * _UNIT))
+    out[-1] = _UNIT
+    return out
+
+
+def hash_split(problem_id: str, spec: SplitSpec, seed: int) -> str:
+    """The split of one problem under the keyed-hash method."""
+    x = hash_point(seed, problem_id)
+    for name, upper in zip(spec.names, _thresholds(spec)):
+        if x < upper:
+            return name
+    return spec.names[-1]  # unreachable: the last threshold is 2**64
+
+
+@dataclass
+class StableAssignment:
+    """The result of :func:`stable_assignment`."""
+
+    assignment: dict[str, str]          # problem_id -> split
+    reused: int = 0                     # placed as the earlier export placed them
+    hashed: int = 0                     # placed by the keyed hash
+
+
+def stable_assignment(problem_ids: Iterable[str], spec: SplitSpec, seed: int,
+                      earlier: Mapping[str, str] | None = None) -> StableAssignment:
+    """Map each problem id to a split: the earlier export's split where ``earlier``
+    (problem_id -> split) has it, else :func:`hash_split`. Every split named in
+    ``earlier`` must be one of ``spec.names``."""
+    earlier = earlier or {}
+    unknown = sorted(set(earlier.values()) - set(spec.names))
+    if unknown:
+        raise CuratorError(f"--splits-from: the earlier export has split(s) {unknown} that "
+                           f"--splits does not name ({', '.join(spec.names)}); give the same "
+                           "split names")
+    thresholds = _thresholds(spec)
+    out = StableAssignment({})
+    for pid in problem_ids:
+        if pid in out.assignment:
+            continue
+        prior = earlier.get(pid)
+        if prior is not None:
+            out.assignment[pid] = prior
+            out.reused += 1
+            continue
+        x = hash_point(seed, pid)
+        out.assignment[pid] = next(n for n, u in zip(spec.names, thresholds) if x < u)
+        out.hashed += 1
+    return out
 
 
 def apportion(n: int, fractions: Sequence[Fraction]) -> list[int]:

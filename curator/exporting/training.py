@@ -5,15 +5,18 @@ warehouse is never written except for the one-row record of the finished export)
 
 1. **records**: the one pass over the text. Every sample graded by the current
    grader, labelled by the ``positives`` / ``negatives`` views, with one flag per
-   filter in a fixed order (``--runs``, ``--dataset``, ``--where``, no error, has a
-   rationale, not truncated), and, for the samples that pass them all, the record
+   filter in a fixed order (``--runs``, or teacher runs only when --runs is not given;
+   ``--dataset``, ``--where``, no error, has a rationale, not truncated; evaluation
+   problems held back), and, for the samples that pass them all, the record
    fields and a 64-bit hash of the rationale; into a temporary table in file order
    (problem, sample). The flags count the funnel, so an empty selection names the
    filter that emptied it. (Reading the text is cheap; what costs is sorting and
    copying it, so it is done once, and only for the samples that pass.)
-2. **split** by problem (:mod:`curator.exporting.splits`), stratified by subject and
-   level unless told otherwise, written into the records' ``export_split`` column (an
-   UPDATE keeps the rows where they are). Duplicate removal keeps one rationale of
+2. **split** by problem (:mod:`curator.exporting.splits`): by the keyed hash of the
+   problem id and the seed (the default; an earlier export's assignment where
+   ``--splits-from`` gives one), or by the balanced, stratified method when asked,
+   written into the records' ``export_split`` column (an UPDATE keeps the rows where
+   they are). Duplicate removal keeps one rationale of
    each group and a cap of K >= 1 keeps at least one of each label, so neither
    changes which problems are exported and the split can be decided first; a cap of
    0 is a filter.
@@ -46,10 +49,16 @@ import duckdb
 from curator import __version__
 from curator.errors import CuratorError
 from curator.exporting import files, formats, layouts, schema, splits
+from curator.exporting.splits_from import read_earlier_assignment
 from curator.ids import stable_id
 from curator.warehouse import Warehouse
 
 STRATA_COLUMNS = ("dataset", "subject", "level")
+DEFAULT_STRATIFY = ("subject", "level")   # of the balanced split method
+_HASH = splits.HASH_METHOD
+# Why a problem is held back from a training export (manifest held_back.reasons keys).
+HELD_TEST_SPLIT = "test split of its dataset"
+HELD_EVAL_EXPORT = "written by curator export-eval"
 # Columns a --where expression may use, besides the record fields of the schema.
 EXTRA_COLUMNS = ("problem_split", "sample_index", "grade_status", "finish_reason",
                  "error_class", "prompt_tokens", "completion_tokens", "provider")
@@ -67,12 +76,18 @@ class ExportOptions:
     where: str | None = None              # SQL over the record fields and EXTRA_COLUMNS
     splits: str = splits.DEFAULT_SPLITS
     seed: int = 0
-    stratify: tuple[str, ...] = ("subject", "level")
+    split_method: str = _HASH  # 'keyed-hash' (stable) | 'balanced'
+    splits_from: str | None = None        # an earlier export's directory or manifest
+    # balanced method only: columns whose mix every split keeps (None = subject, level)
+    stratify: tuple[str, ...] | None = None
     max_positives: int | None = None      # per problem
     max_negatives: int | None = None      # per problem
     include_truncated: bool = False       # finish_reason = 'length'
     include_errored: bool = False         # error_class set (a failed request has no text anyway)
     dedupe: bool = True
+    # Put problems of a dataset's test split and problems written by `curator
+    # export-eval` into the splits too (they are held back by default).
+    allow_eval_problems: bool = False
     format: str = "jsonl"
     # The rows written (curator.exporting.layouts); "default" = the export records.
     layout: str = "default"
@@ -133,10 +148,20 @@ class _Filter:
     sql: str    # a boolean expression over the base columns
 
 
+TEACHER_FILTER = "teacher runs only: student runs are left out (name them in --runs to take them)"
+HELD_BACK_FILTER = ("holding back evaluation problems: a dataset's test split and problems "
+                    "written by curator export-eval (--allow-eval-problems takes them)")
+_HELD_BACK_SQL = ("problem_split IS DISTINCT FROM 'test' AND problem_id NOT IN "
+                  "(SELECT problem_id FROM eval_export_problems)")
+
+
 def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
     out = []
     if run_ids is not None:
         out.append(_Filter("--runs " + ",".join(opts.runs), f"run_id IN {_sql_list(run_ids)}"))
+    else:
+        out.append(_Filter(TEACHER_FILTER, "run_id IN (SELECT run_id FROM run_roles "
+                                           "WHERE role = 'teacher')"))
     if opts.datasets:
         out.append(_Filter("--dataset " + ",".join(opts.datasets),
                            f"dataset IN {_sql_list(opts.datasets)}"))
@@ -155,6 +180,8 @@ def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
     for label, k in (("positive", opts.max_positives), ("negative", opts.max_negatives)):
         if k == 0:
             out.append(_Filter(f"--max-{label}s 0", f"label <> '{label}'"))
+    if not opts.allow_eval_problems:
+        out.append(_Filter(HELD_BACK_FILTER, _HELD_BACK_SQL))
     return out
 
 
@@ -294,6 +321,81 @@ def _apply_caps(con, opts: ExportOptions) -> int:
     return n
 
 
+def _held_back(con, opts: ExportOptions, run_ids) -> dict:
+    """The problems the held-back filter kept out of this export (that every other
+    filter let through), by reason: ``{reason: sorted problem ids}``."""
+    flist = _filters(opts, run_ids)
+    if opts.allow_eval_problems:
+        return {}
+    h = next(i for i, f in enumerate(flist) if f.name == HELD_BACK_FILTER)
+    others = " AND ".join(f"f{i}" for i in range(len(flist)) if i != h) or "true"
+    rows = con.execute(f"""
+        SELECT DISTINCT problem_id,
+               problem_split IS NOT DISTINCT FROM 'test' AS in_test,
+               problem_id IN (SELECT problem_id FROM eval_export_problems) AS eval_exported
+        FROM (SELECT r.*, p.split AS problem_split
+              FROM export_records r JOIN problems p ON p.problem_id = r.problem_id)
+        WHERE {others} AND NOT f{h}
+        ORDER BY problem_id""").fetchall()
+    out: dict[str, list[str]] = {}
+    for pid, in_test, exported in rows:
+        if in_test:
+            out.setdefault(HELD_TEST_SPLIT, []).append(pid)
+        if exported:
+            out.setdefault(HELD_EVAL_EXPORT, []).append(pid)
+    return out
+
+
+def _left_out_students(con, run_ids) -> list[dict]:
+    """Student runs with graded samples that the default (teacher-only) selection left
+    out; [] when --runs chose the runs."""
+    if run_ids is not None:
+        return []
+    rows = con.execute("""
+        SELECT r.run_id, r.model, count(*)
+        FROM export_records e JOIN run_roles r USING (run_id)
+        WHERE r.role = 'student' GROUP BY ALL ORDER BY r.run_id""").fetchall()
+    return [{"run_id": rid, "model": model, "graded_samples": n} for rid, model, n in rows]
+
+
+def _assign(con, opts: ExportOptions, spec: splits.SplitSpec,
+            warnings: list[str]) -> tuple[dict[str, str], dict]:
+    """problem_id -> split for the passing problems, and the manifest's
+    ``split_assignment`` block (without the problem lists)."""
+    block: dict = {"method": opts.split_method, "seed": opts.seed,
+                   "fractions": spec.as_dict()}
+    if opts.split_method == splits.BALANCED_METHOD:
+        stratify = opts.stratify if opts.stratify is not None else DEFAULT_STRATIFY
+        key_sql = ", ".join(stratify) if stratify else "NULL"
+        problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_records "
+                               f"WHERE passes").fetchall()
+        block["stratify"] = list(stratify)
+        block["warning"] = ("balanced splits depend on the whole selection: another "
+                            "selection moves problems between splits")
+        return splits.assign_splits(((r[0], tuple(r[1:])) for r in problems), spec,
+                                    opts.seed), block
+    ids = [r[0] for r in con.execute("SELECT DISTINCT problem_id FROM export_records "
+                                     "WHERE passes ORDER BY problem_id").fetchall()]
+    earlier = read_earlier_assignment(opts.splits_from) if opts.splits_from else None
+    result = splits.stable_assignment(ids, spec, opts.seed,
+                                      earlier.assignment if earlier else None)
+    block["hash"] = splits.HASH_DESCRIPTION
+    block["splits_from"] = None
+    if earlier is not None:
+        block["splits_from"] = {
+            "manifest": str(earlier.path.resolve()), "manifest_sha256": earlier.manifest_sha256,
+            "read_from": earlier.source, "method": earlier.method, "seed": earlier.seed,
+            "problems": len(earlier.assignment)}
+        if result.hashed and (earlier.seed != opts.seed or earlier.splits != spec.as_dict()
+                              or earlier.method != splits.HASH_METHOD):
+            warnings.append(
+                f"--splits-from: {result.hashed} problem(s) new since that export are placed "
+                f"by the keyed hash with seed {opts.seed} and {opts.splits}; the earlier "
+                f"export used method {earlier.method}, seed {earlier.seed}, {earlier.splits}")
+    block["reused"], block["hashed"] = result.reused, result.hashed
+    return result.assignment, block
+
+
 def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None) -> CuratorError:
     if grader is None:
         return CuratorError("nothing to export: no sample has been graded yet; run "
@@ -327,8 +429,10 @@ def _counts(con, table: str) -> tuple[dict, dict]:
 
 
 def _record_export(wh: Warehouse, kind: str, out: Path, fmt: str, manifest: dict,
-                   manifest_sha: str) -> str | None:
-    """One row in the exports table; a busy warehouse costs the record, not the export."""
+                   manifest_sha: str, problem_ids: list[str] | None = None) -> str | None:
+    """One row in the exports table (and, for an eval export, its ``problem_ids`` in
+    eval_export_problems, in the same transaction); a busy warehouse costs the record,
+    not the export."""
     from curator.errors import WarehouseBusy
 
     export_id = stable_id("x", str(out.resolve()), manifest["created_at"], manifest_sha)
@@ -344,6 +448,12 @@ def _record_export(wh: Warehouse, kind: str, out: Path, fmt: str, manifest: dict
                  json.dumps(manifest["selection"]), json.dumps(manifest["totals"]),
                  json.dumps(manifest["counts"]), manifest["selection"].get("grader_version"),
                  manifest_sha, data_sha, manifest["tool_version"]])
+            if problem_ids:
+                import pyarrow as pa
+                con.register("eval_exported_ids", pa.table({"problem_id": problem_ids}))
+                con.execute("INSERT INTO eval_export_problems (export_id, problem_id) "
+                            "SELECT DISTINCT ?, problem_id FROM eval_exported_ids", [export_id])
+                con.unregister("eval_exported_ids")
     except WarehouseBusy:
         return None
     return export_id
@@ -369,10 +479,19 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
     formats.check_format(opts.format)
     layouts.check(opts.layout_options())
     spec = splits.parse_splits(opts.splits)
-    bad = [c for c in opts.stratify if c not in STRATA_COLUMNS]
+    bad = [c for c in opts.stratify or () if c not in STRATA_COLUMNS]
     if bad:
         raise CuratorError(f"--stratify: unknown column(s) {bad}; use any of "
                            f"{', '.join(STRATA_COLUMNS)}, or none")
+    if opts.split_method not in splits.SPLIT_METHODS:
+        raise CuratorError(f"--split-method: unknown method {opts.split_method!r}; use "
+                           f"{' or '.join(splits.SPLIT_METHODS)}")
+    if opts.split_method == splits.HASH_METHOD and opts.stratify is not None:
+        raise CuratorError("--stratify applies to --split-method balanced only: the keyed-hash "
+                           "split places every problem by its own id, so it cannot balance a mix")
+    if opts.splits_from and opts.split_method != splits.HASH_METHOD:
+        raise CuratorError("--splits-from places new problems by the keyed hash; it cannot be "
+                           "combined with --split-method balanced")
     for flag, k in (("--max-positives", opts.max_positives), ("--max-negatives", opts.max_negatives)):
         if k is not None and k < 0:
             raise CuratorError(f"{flag} must be >= 0, got {k}")
@@ -398,11 +517,9 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         if funnel[-1][1] == 0:
             raise _empty_error(con, funnel, grader)
 
-        key_sql = ", ".join(opts.stratify) if opts.stratify else "NULL"
-        problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_records "
-                               f"WHERE passes").fetchall()
-        assignment = splits.assign_splits(((r[0], tuple(r[1:])) for r in problems), spec,
-                                          opts.seed)
+        held_back = _held_back(con, opts, run_ids)
+        students = _left_out_students(con, run_ids)
+        assignment, split_block = _assign(con, opts, spec, warnings)
         sizes = splits.split_sizes(assignment, spec)
         warnings += [f"split {name!r} is empty: {len(assignment)} problems are too few for "
                      f"its fraction" for name, n in sizes.items() if n == 0]
@@ -477,6 +594,7 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
             "warehouse": str(wh.path.resolve()),
             "selection": {
                 **{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+                "stratify": split_block.get("stratify", []),
                 "splits": spec.as_dict(),
                 "grader_version": grader,
                 "runs": [{"run_id": r[0], "model": r[1], "kind": r[2], "source": r[3]}
@@ -484,6 +602,15 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                 "query": query.strip(),
             },
             "funnel": [{"step": name, "samples": n} for name, n in funnel],
+            "split_assignment": {**split_block, "problems": {
+                name: sorted(p for p, s in assignment.items() if s == name)
+                for name in spec.names}},
+            "held_back": {
+                "allow_eval_problems": opts.allow_eval_problems,
+                "problems": len({p for ids in held_back.values() for p in ids}),
+                "reasons": held_back,
+                "student_runs_left_out": students,
+            },
             "duplicates_dropped": duplicates,
             "capped": capped,
             "schema_shapes_validated": shapes,

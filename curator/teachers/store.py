@@ -16,7 +16,7 @@ import duckdb
 import polars as pl
 
 from curator.errors import CuratorError
-from curator.warehouse import Warehouse
+from curator.warehouse import Warehouse, run_role
 
 SAMPLE_COLUMNS = {
     "sample_id": pl.Utf8, "run_id": pl.Utf8, "problem_id": pl.Utf8, "sample_index": pl.Int32,
@@ -146,10 +146,10 @@ def ensure_run(con: duckdb.DuckDBPyConnection, *, run_id: str, provider: str, mo
                metadata: dict | None = None) -> None:
     con.execute("INSERT INTO prompts (prompt_id, name, template) VALUES (?, ?, ?) "
                 "ON CONFLICT DO NOTHING", [prompt_id, prompt_name, template])
-    con.execute("INSERT INTO runs (run_id, kind, provider, model, prompt_id, params, metadata) "
-                "VALUES (?, 'generate', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    con.execute("INSERT INTO runs (run_id, kind, provider, model, prompt_id, params, metadata, "
+                "role) VALUES (?, 'generate', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [run_id, provider, model, prompt_id, json.dumps(params, sort_keys=True),
-                 json.dumps(metadata or {}, sort_keys=True)])
+                 json.dumps(metadata or {}, sort_keys=True), run_role("generate", model)])
 
 
 def stored_samples(con: duckdb.DuckDBPyConnection, run_id: str,

@@ -89,8 +89,23 @@ def test_every_record_matches_its_warehouse_rows(exports, graded_wh):
     assert joined["extracted_answer"].eq_missing(joined["extracted"]).all()
 
 
-def test_stratified_problem_mix_per_split(exports):
+def test_default_split_is_the_keyed_hash_of_each_problem(exports):
+    from curator.exporting.splits import hash_split, parse_splits
     df = read_all(exports["parquet"], "parquet").unique("problem_id")
+    spec = parse_splits(SPLITS)
+    for pid, split in df.select("problem_id", "split").iter_rows():
+        assert split == hash_split(pid, spec, 0), pid
+    m = json.loads((exports["parquet"] / "manifest.json").read_text())
+    assert m["split_assignment"]["method"] == "keyed-hash"
+    assert {s: sorted(ids) for s, ids in m["split_assignment"]["problems"].items()} == {
+        s: sorted(df.filter(pl.col("split") == s)["problem_id"]) for s in spec.names}
+
+
+def test_balanced_method_keeps_the_problem_mix_per_split(graded_wh, tmp_path):
+    out = tmp_path / "balanced"
+    export_training(graded_wh, out, ExportOptions(format="parquet", splits=SPLITS,
+                                                  split_method="balanced"), record=False)
+    df = read_all(out, "parquet").unique("problem_id")
     whole = Counter(df["subject"])
     for split, frac in (("train", 0.6), ("validation", 0.2), ("test", 0.2)):
         part = Counter(df.filter(pl.col("split") == split)["subject"])
