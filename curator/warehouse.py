@@ -274,13 +274,17 @@ class Warehouse:
 
 
 STUDENT_MODEL_PREFIX = "student:"
+# Model names `distill` gives the samples it writes: 'student:<adapter>:<mode>' for a
+# trained student, 'base:<model>' for an untrained base model being evaluated.
+STUDENT_MODEL_PREFIXES = (STUDENT_MODEL_PREFIX, "base:")
 
 
 def run_role(kind: str, model: str) -> str:
     """'student' or 'teacher' for a new run (runs.role): kind 'student', or a model name
-    starting with 'student:' (as `distill eval` writes them), is a student. The view
-    run_roles applies the same rule to runs written without a role."""
-    return "student" if kind == "student" or model.startswith(STUDENT_MODEL_PREFIX) else "teacher"
+    starting with 'student:' or 'base:' (as `distill eval` writes them), is a student.
+    The view run_roles applies the same rule to runs written without a role."""
+    return ("student" if kind == "student" or model.startswith(STUDENT_MODEL_PREFIXES)
+            else "teacher")
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

@@ -248,3 +248,30 @@ def test_method_comparison_puts_students_beside_their_teachers(wh, base):
     assert (low, high) == pytest.approx(wilson_interval(20, 40))
     # ... and no samples on the test problems: no pass rate
     assert got[("teacher", "gpt-4", "test")][4:7] == (0, 0.0, None)
+
+
+def test_migration_classifies_the_runs_of_an_older_warehouse(tmp_path):
+    """A warehouse written before migration 005: its runs get a role (students by the
+    names distill gives them), and the new tables and views appear."""
+    import duckdb
+
+    from curator.warehouse import migrations
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR "
+                "NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    for version, name, sql in migrations():
+        if version < 5:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        [version, name])
+    con.execute("""INSERT INTO runs (run_id, kind, model) VALUES
+                   ('r1', 'import', 'gpt-4'), ('r2', 'import', 'student:nat-out:nat'),
+                   ('r3', 'import', 'base:Qwen2.5-0.5B'), ('r4', 'generate', 'claude-3-haiku')""")
+    con.close()
+    wh = Warehouse(db)
+    with wh.read() as con:
+        roles = dict(con.execute("SELECT run_id, role FROM runs").fetchall())
+        assert con.execute("SELECT count(*) FROM evaluations").fetchall() == [(0,)]
+        assert con.execute("SELECT count(*) FROM method_comparison").fetchall() == [(0,)]
+    assert roles == {"r1": "teacher", "r2": "student", "r3": "student", "r4": "teacher"}

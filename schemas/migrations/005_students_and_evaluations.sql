@@ -4,10 +4,11 @@
 -- trained model being evaluated). `curator export` takes teacher runs only unless the
 -- user names student runs in --runs. Runs written before this migration are classified
 -- by the rule the run_roles view also applies to a NULL role: kind 'student', or a
--- model name starting with 'student:' (what `distill eval` writes into samples.jsonl),
--- is a student.
+-- model name starting with 'student:' or 'base:' (the names `distill eval` writes into
+-- samples.jsonl), is a student.
 ALTER TABLE runs ADD COLUMN role VARCHAR;
 UPDATE runs SET role = CASE WHEN kind = 'student' OR starts_with(model, 'student:')
+                            OR starts_with(model, 'base:')
                             THEN 'student' ELSE 'teacher' END;
 
 -- Every problem a `curator export-eval` has written, so that no later training export

@@ -2,10 +2,12 @@
 
 -- Every run with its role: 'teacher' or 'student'. A run written by code that does not
 -- set runs.role is classified as migration 005 classified the old ones: kind 'student'
--- or a model name starting with 'student:' is a student, everything else a teacher.
+-- or a model name starting with 'student:' or 'base:' is a student, everything else
+-- a teacher.
 CREATE OR REPLACE VIEW run_roles AS
 SELECT run_id, kind, model,
        coalesce(role, CASE WHEN kind = 'student' OR starts_with(model, 'student:')
+                           OR starts_with(model, 'base:')
                            THEN 'student' ELSE 'teacher' END) AS role
 FROM runs;
 
