@@ -55,7 +55,9 @@ def _print_result(result, title: str) -> None:
                       "problems")
     held = m.get("held_back") or {}
     if held.get("problems"):
-        why = "; ".join(f"{len(ids)} {reason}" for reason, ids in held["reasons"].items())
+        from curator.exporting.training import HELD_BACK_REASONS
+        why = "; ".join(f"{len(ids)} {HELD_BACK_REASONS.get(reason, reason)}"
+                        for reason, ids in held["reasons"].items())
         console.print(f"held back {held['problems']} evaluation problem(s) from the splits ({why}); "
                       "ids in manifest.json held_back (--allow-eval-problems takes them)",
                       soft_wrap=True)

@@ -56,9 +56,12 @@ from curator.warehouse import Warehouse
 STRATA_COLUMNS = ("dataset", "subject", "level")
 DEFAULT_STRATIFY = ("subject", "level")   # of the balanced split method
 _HASH = splits.HASH_METHOD
-# Why a problem is held back from a training export (manifest held_back.reasons keys).
-HELD_TEST_SPLIT = "test split of its dataset"
-HELD_EVAL_EXPORT = "written by curator export-eval"
+# Why a problem is held back from a training export: manifest held_back.reasons keys,
+# and what they mean.
+HELD_TEST_SPLIT = "dataset_test_split"
+HELD_EVAL_EXPORT = "eval_export"
+HELD_BACK_REASONS = {HELD_TEST_SPLIT: "in the test split of their dataset",
+                     HELD_EVAL_EXPORT: "written by curator export-eval"}
 # Columns a --where expression may use, besides the record fields of the schema.
 EXTRA_COLUMNS = ("problem_split", "sample_index", "grade_status", "finish_reason",
                  "error_class", "prompt_tokens", "completion_tokens", "provider")
@@ -337,13 +340,13 @@ def _held_back(con, opts: ExportOptions, run_ids) -> dict:
               FROM export_records r JOIN problems p ON p.problem_id = r.problem_id)
         WHERE {others} AND NOT f{h}
         ORDER BY problem_id""").fetchall()
-    out: dict[str, list[str]] = {}
+    out: dict[str, list[str]] = {HELD_TEST_SPLIT: [], HELD_EVAL_EXPORT: []}
     for pid, in_test, exported in rows:
         if in_test:
-            out.setdefault(HELD_TEST_SPLIT, []).append(pid)
+            out[HELD_TEST_SPLIT].append(pid)
         if exported:
-            out.setdefault(HELD_EVAL_EXPORT, []).append(pid)
-    return out
+            out[HELD_EVAL_EXPORT].append(pid)
+    return {reason: ids for reason, ids in out.items() if ids}
 
 
 def _left_out_students(con, run_ids) -> list[dict]:

@@ -57,19 +57,33 @@ def _records(out: Path) -> pl.DataFrame:
                       for s in splits])
 
 
-def test_no_leak_and_subject_mix(parquet_export):
+def test_no_leak_split_sizes_and_subject_mix(parquet_export):
     df = _records(parquet_export)
     assert df.height > 110_000
     assert df.group_by("problem_id").agg(pl.col("split").n_unique())["split"].max() == 1
-    for unit in ("records", "problems"):
-        d = df if unit == "records" else df.unique("problem_id")
-        whole = d.group_by("subject").len().with_columns(share=pl.col("len") / d.height)
-        for split in ("train", "validation", "test"):
-            part = d.filter(pl.col("split") == split)
-            share = part.group_by("subject").len().with_columns(
-                share=pl.col("len") / part.height).join(whole, on="subject")
-            gap = (share["share"] - share["share_right"]).abs().max()
-            assert gap < 0.02, (unit, split, gap)
+    # The keyed-hash split: sizes within 2 points of the fractions, and each split's
+    # subject mix that of the whole within sampling error (4 standard deviations of a
+    # share, at most sqrt(0.25 / n) for a split of n problems).
+    d = df.unique("problem_id")
+    whole = d.group_by("subject").len().with_columns(share=pl.col("len") / d.height)
+    for split, frac in (("train", 0.9), ("validation", 0.05), ("test", 0.05)):
+        part = d.filter(pl.col("split") == split)
+        assert abs(part.height / d.height - frac) < 0.02, (split, part.height)
+        share = part.group_by("subject").len().with_columns(
+            share=pl.col("len") / part.height).join(whole, on="subject")
+        gap = (share["share"] - share["share_right"]).abs().max()
+        assert gap < 4 * (0.25 / part.height) ** 0.5, (split, gap)
+
+
+def test_one_problem_less_moves_no_problem(parquet_export, tdg_wh, tmp_path):
+    d = _records(parquet_export).unique("problem_id").select("problem_id", "split")
+    gone = d["problem_id"].sort()[1000]
+    out = tmp_path / "minus-one"
+    export_training(tdg_wh, out, ExportOptions(format="parquet", where=f"problem_id != '{gone}'"),
+                    record=False)
+    e = _records(out).unique("problem_id").select("problem_id", "split")
+    assert e.height == d.height - 1
+    assert d.join(e, on="problem_id").filter(pl.col("split") != pl.col("split_right")).height == 0
 
 
 def test_labels_match_the_views(parquet_export, tdg_wh):

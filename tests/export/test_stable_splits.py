@@ -242,7 +242,7 @@ def test_default_export_holds_back_students_and_eval_problems(fresh_graded_wh, t
     held = m["held_back"]
     # the test problems have only student samples, which are already left out
     assert held["problems"] == 15
-    assert set(held["reasons"]["written by curator export-eval"]) == eval_ids
+    assert set(held["reasons"]["eval_export"]) == eval_ids
     assert [s["model"] for s in held["student_runs_left_out"]] == ["student:nat-tiny"]
     steps = [s["step"] for s in m["funnel"]]
     assert steps[1].startswith("teacher runs only") and steps[-2].startswith("holding back")
@@ -280,7 +280,7 @@ def test_test_split_problems_with_teacher_samples_are_held_back(fresh_graded_wh,
     res = export_training(wh, tmp_path / "o", ExportOptions(splits=SPLITS))
     held = res.manifest["held_back"]
     assert held["problems"] == 12
-    assert held["reasons"]["test split of its dataset"] == sorted(r[0] for r in rows)
+    assert held["reasons"]["dataset_test_split"] == sorted(r[0] for r in rows)
     # (other tests' eval exports of the test split may have been recorded too)
-    assert set(held["reasons"].get("written by curator export-eval", [])) <= {r[0] for r in rows}
+    assert set(held["reasons"].get("eval_export", [])) <= {r[0] for r in rows}
     assert "r_base" not in {r["run_id"] for r in res.manifest["selection"]["runs"]}
