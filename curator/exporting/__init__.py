@@ -8,7 +8,9 @@
 * :func:`export_eval` (`curator export-eval`): problems only, for evaluating students.
 
 Records follow ``schemas/export_record.schema.json`` / ``schemas/eval_record.schema.json``,
-the only contract `distill` relies on. Modules: :mod:`.splits` (pure split assignment),
+the only contract `distill` relies on. Modules: :mod:`.splits` (pure split assignment:
+the keyed hash that never moves a problem, and the balanced method), :mod:`.splits_from`
+(an earlier export's assignment, for ``--splits-from``),
 :mod:`.schema` (the contracts and validation), :mod:`.formats` (writers), :mod:`.files`
 (staged output directory, hashes), :mod:`.layouts` (TRL layouts), :mod:`.training`,
 :mod:`.evaluation`, :mod:`.cli`.
@@ -16,8 +18,10 @@ the only contract `distill` relies on. Modules: :mod:`.splits` (pure split assig
 
 from curator.exporting.evaluation import EvalOptions, export_eval
 from curator.exporting.formats import FORMATS
-from curator.exporting.splits import DEFAULT_SPLITS, SplitSpec, assign_splits, parse_splits
+from curator.exporting.splits import (DEFAULT_SPLITS, SplitSpec, assign_splits, hash_split,
+                                      parse_splits, stable_assignment)
 from curator.exporting.training import ExportOptions, ExportResult, export_training
 
 __all__ = ["DEFAULT_SPLITS", "EvalOptions", "ExportOptions", "ExportResult", "FORMATS",
-           "SplitSpec", "assign_splits", "export_eval", "export_training", "parse_splits"]
+           "SplitSpec", "assign_splits", "export_eval", "export_training", "hash_split",
+           "parse_splits", "stable_assignment"]
