@@ -86,6 +86,11 @@ def read_earlier_assignment(path: str | Path) -> EarlierAssignment:
                 assignment[pid] = split
     else:
         source = "data files"
+        layout = (manifest.get("layout") or {}).get("name", "default")
+        if layout != "default":
+            raise CuratorError(f"--splits-from: {mpath} records no split assignment and its "
+                               f"data files are {layout!r} layout rows, which need not carry "
+                               "problem ids; use the default-layout export of that selection")
         if not fractions:
             raise CuratorError(f"--splits-from: {mpath} names no splits")
         for split in fractions:
