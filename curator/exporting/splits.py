@@ -137,17 +137,22 @@ class StableAssignment:
     hashed: int = 0                     # placed by the keyed hash
 
 
+def check_split_names(earlier: Mapping[str, str], spec: SplitSpec) -> None:
+    """Refuse an earlier assignment that uses a split ``spec`` does not name."""
+    unknown = sorted(set(earlier.values()) - set(spec.names))
+    if unknown:
+        raise CuratorError(f"--splits-from: the earlier export has split(s) {unknown} that "
+                           f"--splits does not name ({', '.join(spec.names)}); give the same "
+                           "split names")
+
+
 def stable_assignment(problem_ids: Iterable[str], spec: SplitSpec, seed: int,
                       earlier: Mapping[str, str] | None = None) -> StableAssignment:
     """Map each problem id to a split: the earlier export's split where ``earlier``
     (problem_id -> split) has it, else :func:`hash_split`. Every split named in
     ``earlier`` must be one of ``spec.names``."""
     earlier = earlier or {}
-    unknown = sorted(set(earlier.values()) - set(spec.names))
-    if unknown:
-        raise CuratorError(f"--splits-from: the earlier export has split(s) {unknown} that "
-                           f"--splits does not name ({', '.join(spec.names)}); give the same "
-                           "split names")
+    check_split_names(earlier, spec)
     thresholds = _thresholds(spec)
     out = StableAssignment({})
     for pid in problem_ids:

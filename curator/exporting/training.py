@@ -361,10 +361,11 @@ def _left_out_students(con, run_ids) -> list[dict]:
     return [{"run_id": rid, "model": model, "graded_samples": n} for rid, model, n in rows]
 
 
-def _assign(con, opts: ExportOptions, spec: splits.SplitSpec,
+def _assign(con, opts: ExportOptions, spec: splits.SplitSpec, earlier,
             warnings: list[str]) -> tuple[dict[str, str], dict]:
-    """problem_id -> split for the passing problems, and the manifest's
-    ``split_assignment`` block (without the problem lists)."""
+    """problem_id -> split for the passing problems (``earlier``: the
+    :class:`~curator.exporting.splits_from.EarlierAssignment` of --splits-from, or None),
+    and the manifest's ``split_assignment`` block (without the problem lists)."""
     block: dict = {"method": opts.split_method, "seed": opts.seed,
                    "fractions": spec.as_dict()}
     if opts.split_method == splits.BALANCED_METHOD:
@@ -379,7 +380,6 @@ def _assign(con, opts: ExportOptions, spec: splits.SplitSpec,
                                     opts.seed), block
     ids = [r[0] for r in con.execute("SELECT DISTINCT problem_id FROM export_records "
                                      "WHERE passes ORDER BY problem_id").fetchall()]
-    earlier = read_earlier_assignment(opts.splits_from) if opts.splits_from else None
     result = splits.stable_assignment(ids, spec, opts.seed,
                                       earlier.assignment if earlier else None)
     block["hash"] = splits.HASH_DESCRIPTION
@@ -498,6 +498,10 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
     for flag, k in (("--max-positives", opts.max_positives), ("--max-negatives", opts.max_negatives)):
         if k is not None and k < 0:
             raise CuratorError(f"{flag} must be >= 0, got {k}")
+    earlier = None
+    if opts.splits_from:
+        earlier = read_earlier_assignment(opts.splits_from)
+        splits.check_split_names(earlier.assignment, spec)
     files.check_out(out, overwrite)  # fail before the work, not after
     rec_schema = schema.load_schema(schema.TRAINING_SCHEMA)
     fields = schema.field_names(rec_schema)
@@ -522,7 +526,7 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
 
         held_back = _held_back(con, opts, run_ids)
         students = _left_out_students(con, run_ids)
-        assignment, split_block = _assign(con, opts, spec, warnings)
+        assignment, split_block = _assign(con, opts, spec, earlier, warnings)
         sizes = splits.split_sizes(assignment, spec)
         warnings += [f"split {name!r} is empty: {len(assignment)} problems are too few for "
                      f"its fraction" for name, n in sizes.items() if n == 0]
