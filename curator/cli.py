@@ -114,13 +114,17 @@ def import_(
 def sql(
     query: Annotated[str, typer.Argument(help="SQL to run against the warehouse.")],
     fmt: FormatOption = Format.table,
-    write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the warehouse.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the warehouse, write files or change settings.")] = False,
+    file: Annotated[Optional[list[str]], typer.Option("--file", metavar="NAME=PATH", help="Copy a Parquet, JSON(L) or CSV file into a temporary table NAME first (repeatable), to join with it.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Run SQL against the warehouse (read-only unless --write)."""
-    from curator.query import run_sql
+    """Run SQL against the warehouse. Without --write it can read the warehouse (and the
+    --file tables) and nothing else: no statement can write a file or change a setting
+    (see docs/sql.md)."""
+    from curator.query import parse_file_tables, run_sql
 
-    columns, rows = run_sql(warehouse(db), query, write=write)
+    columns, rows = run_sql(warehouse(db), query, write=write,
+                            files=parse_file_tables(file or []))
     if columns:
         render(columns, rows, fmt, console)
 

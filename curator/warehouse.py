@@ -124,12 +124,16 @@ class Warehouse:
                                "$CURATOR_DB the warehouse's .duckdb file)")
 
     def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        return self._open_waiting(lambda: duckdb.connect(str(self.path), read_only=read_only))
+
+    def _open_waiting(self, open_fn) -> duckdb.DuckDBPyConnection:
+        """``open_fn()``, retried with backoff while another process holds the file's lock."""
         self._check_is_warehouse_file()
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return open_fn()
             except duckdb.IOException as exc:
                 if not _is_lock_conflict(exc):
                     raise CuratorError(f"cannot open warehouse {self.path}: {exc}") from exc
@@ -234,6 +238,53 @@ class Warehouse:
             con.close()
 
     @contextmanager
+    def read_sealed(self, prepare=None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection that can read the warehouse and can change nothing: no file
+        outside it can be read or written and no setting changed, whatever SQL it runs.
+
+        The warehouse is attached READ_ONLY to a private in-memory database (so nothing
+        else in this process shares its settings), made the default catalog, and then
+        DuckDB's own controls seal it: ``enable_external_access = false`` (no COPY TO,
+        EXPORT, ATTACH, INSTALL/LOAD, file readers, persistent secrets) and
+        ``lock_configuration = true`` (no SET/PRAGMA/RESET of any setting, which also
+        rules out profiling and query-log files). ``prepare(con)``, if given, runs
+        before the seal (e.g. to copy a file the user named into a temporary table).
+        Temporary tables and views live in memory and vanish on close.
+        """
+        self._ensure_ready(create=False)
+        con = self._open_waiting(self._attach_read_only)
+        try:
+            if prepare is not None:
+                prepare(con)
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+
+    def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
+        # The catalog gets the name `duckdb.connect(path)` would give it (the file's
+        # stem), so qualified names such as curator.main.problems keep working.
+        name = self.path.stem
+        if not name or name.lower() in ("memory", "temp", "system", "main"):
+            name = "warehouse"
+        con = duckdb.connect(":memory:", config={
+            # nothing is downloaded or installed, and secrets never reach the disk
+            "autoinstall_known_extensions": False,
+            "allow_persistent_secrets": False,
+            # where a plain read-only connection to this file would spill big sorts
+            "temp_directory": str(self.path) + ".tmp",
+        })
+        try:
+            con.execute(f"ATTACH {_sql_literal(str(self.path))} AS {_sql_ident(name)} "
+                        f"(READ_ONLY)")
+            con.execute(f"USE {_sql_ident(name)}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection inside one transaction: committed on normal exit,
         rolled back on any exception (Ctrl-C included), closed either way.
@@ -285,6 +336,14 @@ def run_role(kind: str, model: str) -> str:
     The view run_roles applies the same rule to runs written without a role."""
     return ("student" if kind == "student" or model.startswith(STUDENT_MODEL_PREFIXES)
             else "teacher")
+
+
+def _sql_literal(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _sql_ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
