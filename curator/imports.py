@@ -28,6 +28,7 @@ from curator.sources import (
     Problem,
     answer_value,
     default_rejects_path,
+    guard_rejects,
     insert_problems,
     iter_jsonl,
     parse_level,
@@ -252,6 +253,7 @@ def import_samples(wh: Warehouse, fmt: str, path: str | Path, *, model: str | No
     path = Path(path)
     if not path.exists():
         raise InputError("no such file", str(path))
+    guard_rejects(rejects_path, wh.path)
     collector = Collector(skip_invalid=skip_invalid)
     if fmt == "tdg":
         if not model:
@@ -267,7 +269,7 @@ def import_samples(wh: Warehouse, fmt: str, path: str | Path, *, model: str | No
         if collector.rejected:
             report.rejected = len(collector.rejected)
             report.rejects_path = rejects_path or default_rejects_path(wh, f"import-{fmt}")
-            collector.write_rejects(report.rejects_path)
+            collector.write_rejects(report.rejects_path, warehouse=wh.path)
         if not pairs:
             raise InputError("no valid rationales found" + (
                 f"; {report.rejected} rejected, reasons in {report.rejects_path}"

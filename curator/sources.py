@@ -28,6 +28,7 @@ import polars as pl
 from curator import ids
 from curator.errors import CuratorError, InputError
 from curator.latex import last_boxed
+from curator.paths import REJECTS, atomic_write, guard_output
 from curator.warehouse import Warehouse
 
 MAX_FIELD_CHARS = 1_000_000
@@ -83,11 +84,17 @@ class Collector:
         self.rejected.append(Rejected(str(path), line, record, reason,
                                       raw[:10_000] if raw else raw))
 
-    def write_rejects(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
+    def write_rejects(self, path: Path, *, warehouse: Path | None = None) -> None:
+        guard_rejects(path, warehouse)
+        with atomic_write(path) as f:
             for r in self.rejected:
                 f.write(json.dumps(r.__dict__, ensure_ascii=False) + "\n")
+
+
+def guard_rejects(path: Path | None, warehouse: Path | None) -> None:
+    """--rejects: never the warehouse, never over a file that is not a rejects file."""
+    if path is not None:
+        guard_output(path, REJECTS, option="--rejects", warehouse=warehouse)
 
 
 # -- reading files -----------------------------------------------------------------------
@@ -641,8 +648,15 @@ class LoadReport:
 
 
 def default_rejects_path(wh: Warehouse, what: str) -> Path:
+    """``rejects/WHAT-STAMP.jsonl`` beside the warehouse; never an existing file (two
+    loads in the same second get -2, -3, ...)."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return wh.path.parent / "rejects" / f"{what}-{stamp}.jsonl"
+    base = wh.path.parent / "rejects" / f"{what}-{stamp}"
+    path, n = base.with_name(base.name + ".jsonl"), 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}.jsonl")
+    return path
 
 
 def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | None = None,
@@ -656,6 +670,7 @@ def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | Non
     path = Path(path)
     if not path.exists():
         raise InputError("no such file or directory", str(path))
+    guard_rejects(rejects_path, wh.path)
     if subset and fmt != "asdiv":
         raise CuratorError("--subset applies to the asdiv format only")
     if dataset is None:
@@ -674,7 +689,7 @@ def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | Non
     if collector.rejected:
         report.rejected = len(collector.rejected)
         report.rejects_path = rejects_path or default_rejects_path(wh, f"load-{fmt}")
-        collector.write_rejects(report.rejects_path)
+        collector.write_rejects(report.rejects_path, warehouse=wh.path)
     if not problems:
         raise InputError("no valid problems found" + (
             f"; {report.rejected} rejected, reasons in {report.rejects_path}" if report.rejected else ""),

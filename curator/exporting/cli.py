@@ -8,6 +8,7 @@ Heavy imports (DuckDB, datasets, matplotlib) happen inside the command bodies so
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -81,6 +82,19 @@ def _print_result(result, title: str) -> None:
                       f"{', '.join(lay['columns'])}; records are its rows")
     console.print(f"wrote {result.out} ({m['format']}); provenance in "
                   f"{result.out / 'manifest.json'}", soft_wrap=True)
+
+
+@contextmanager
+def _interruptible(out: Path):
+    """Ctrl-C during an export: one line and exit status 130, no traceback; the staging
+    directory is already gone (files.staged_dir) and OUT is as it was."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        import sys
+        print(f"export interrupted: {out} was not written (an existing OUT is unchanged) "
+              "and no partial output is left", file=sys.stderr)
+        raise typer.Exit(130) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -161,7 +175,8 @@ def register(app: typer.Typer) -> None:
                              format=fmt, layout=layout, style=style,
                              prompt_template=prompt_template, chat_prompt=chat_prompt,
                              pairs_per_problem=pairs_per_problem)
-        result = export_training(Warehouse(db), out, opts, overwrite=overwrite)
+        with _interruptible(out):
+            result = export_training(Warehouse(db), out, opts, overwrite=overwrite)
         _print_result(result, f"export {out}")
 
     @app.command("export-eval")
@@ -189,7 +204,8 @@ def register(app: typer.Typer) -> None:
 
         opts = EvalOptions(datasets=_csv(dataset), split=split, where=where, limit=limit,
                            seed=seed, stratify=_stratify(stratify), format=fmt)
-        result = run_export_eval(Warehouse(db), out, opts, overwrite=overwrite)
+        with _interruptible(out):
+            result = run_export_eval(Warehouse(db), out, opts, overwrite=overwrite)
         _print_result(result, f"export-eval {out}")
 
     @app.command("report")
@@ -198,13 +214,15 @@ def register(app: typer.Typer) -> None:
         manifest: Annotated[Optional[list[Path]], typer.Option(
             "--manifest", help="Also show an export's split sizes from its manifest.json "
                                "(or directory); exports recorded in the warehouse are shown anyway.")] = None,
+        overwrite: Annotated[bool, typer.Option(
+            "--overwrite", help="Replace OUT even if it is not an earlier report (never the warehouse).")] = False,
         db: DbOption = None,
     ) -> None:
         """Write a self-contained HTML report with plots of the warehouse and exports."""
         from curator.reporting import build_report
         from curator.warehouse import Warehouse
 
-        rep = build_report(Warehouse(db), out, manifests=manifest or [])
+        rep = build_report(Warehouse(db), out, manifests=manifest or [], overwrite=overwrite)
         console = _console()
         console.print(f"wrote {rep.html} with {len(rep.images)} plot(s); PNGs in {rep.image_dir}",
                       soft_wrap=True)

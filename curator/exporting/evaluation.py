@@ -96,13 +96,13 @@ def export_eval(wh: Warehouse, out: str | Path, opts: EvalOptions | None = None,
     if bad:
         raise CuratorError(f"--stratify: unknown column(s) {bad}; use any of "
                            f"{', '.join(STRATA_COLUMNS)}, or none")
-    files.check_out(out, overwrite)
+    files.check_out(out, overwrite, wh.path)
     rec_schema = schema.load_schema(schema.EVAL_SCHEMA)
     fields = schema.field_names(rec_schema)
     query = eval_query(opts)
     warnings: list[str] = []
 
-    with wh.read() as con, files.staged_dir(out, overwrite) as stage:
+    with wh.read() as con, files.staged_dir(out, overwrite, wh.path) as stage:
         try:
             con.execute(f"CREATE TEMP TABLE eval_candidates AS {query}")
         except duckdb.Error as exc:

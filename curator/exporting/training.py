@@ -502,12 +502,12 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
     if opts.splits_from:
         earlier = read_earlier_assignment(opts.splits_from)
         splits.check_split_names(earlier.assignment, spec)
-    files.check_out(out, overwrite)  # fail before the work, not after
+    files.check_out(out, overwrite, wh.path)  # fail before the work, not after
     rec_schema = schema.load_schema(schema.TRAINING_SCHEMA)
     fields = schema.field_names(rec_schema)
     warnings: list[str] = []
 
-    with wh.read() as con, files.staged_dir(out, overwrite) as stage:
+    with wh.read() as con, files.staged_dir(out, overwrite, wh.path) as stage:
         grader_rows = con.execute("SELECT grader_version FROM current_grader").fetchall()
         grader = grader_rows[0][0] if grader_rows else None
         run_ids = _resolve_runs(con, opts.runs)

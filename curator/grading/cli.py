@@ -137,6 +137,7 @@ def check(
     timeout: Annotated[float, typer.Option(help="Hard wall-clock limit per comparison, in seconds.")] = 5.0,
     workers: Annotated[Optional[int], typer.Option(help="With --file: worker processes (default: one per core).")] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="With --file: replace --out even if it is not an earlier verdicts file (never the warehouse).")] = False,
 ) -> None:
     """Explain one verdict: the extracted answer, both normalised forms and the rule
     that decided. With `--file`, grade a JSONL file of pairs and write the verdicts.
@@ -153,14 +154,17 @@ def check(
         return
     if reference is not None or completion is not None:
         raise CuratorError("--file grades a file: give no REFERENCE/COMPLETION with it")
-    _check_file(file, out, reference_field, completion_field, question_field, timeout, workers, fmt)
+    _check_file(file, out, reference_field, completion_field, question_field, timeout, workers, fmt,
+                overwrite)
 
 
 def _check_file(file: Path, out: Path | None, reference_field, completion_field, question_field,
-                timeout: float, workers: int | None, fmt: Format) -> None:
+                timeout: float, workers: int | None, fmt: Format, overwrite: bool = False) -> None:
     from collections import Counter
+    from contextlib import ExitStack
 
     from curator.grading.batch import grade_stream
+    from curator.paths import VERDICTS, atomic_write, guard_output
 
     console = _console()
     pairs = list(read_pairs(file, reference_field, completion_field, question_field))
@@ -175,17 +179,19 @@ def _check_file(file: Path, out: Path | None, reference_field, completion_field,
         raise CuratorError(f"--out {out}: directory {out.parent} does not exist")
     if out.resolve() == file.resolve():
         raise CuratorError("--out must not be the input file")
+    guard_output(out, VERDICTS, option="--out", overwrite=overwrite, overwrite_flag="--overwrite")
     by_line = {line: (rec, ref) for line, rec, ref, _, _ in pairs}
     grades = dict(grade_stream(((line, ref, comp, q) for line, _, ref, comp, q in pairs),
                                workers=workers, timeout=timeout))
     status: Counter = Counter()
     agree = disagree = 0
-    tmp = out.with_name(out.name + ".part")
+    guard_output(out, VERDICTS, option="--out", overwrite=overwrite, overwrite_flag="--overwrite")
+    writing = ExitStack()
     try:
-        fh = tmp.open("w", encoding="utf-8")
+        fh = writing.enter_context(atomic_write(out))
     except OSError as e:
         raise CuratorError(f"--out {out}: cannot write there ({e.strerror or e})") from None
-    with fh:
+    with writing:
         for line, (rec, ref) in by_line.items():
             g = grades.get(line)
             verdict = ({"correct": g.correct, "status": g.status, "extracted": g.extracted,
@@ -200,7 +206,6 @@ def _check_file(file: Path, out: Path | None, reference_field, completion_field,
                 else:
                     disagree += 1
             fh.write(json.dumps({"line": line, **rec, "verdict": verdict}, ensure_ascii=False) + "\n")
-    tmp.replace(out)
     render(["status", "pairs"], sorted(status.items(), key=lambda kv: -kv[1]), fmt, console,
            title=f"check {file.name}")
     if agree + disagree:

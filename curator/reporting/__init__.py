@@ -12,13 +12,12 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curator import __version__
 from curator.errors import CuratorError
+from curator.paths import PLOT_NAME, REPORT, REPORT_PLOTS, atomic_write, guard_output
 from curator.warehouse import Warehouse
 
 
@@ -54,7 +53,8 @@ img { max-width: 100%; } .note { color: #8a5a00; } .meta { color: #666; font-siz
 """
 
 
-def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = ()) -> Report:
+def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = (), *,
+                 overwrite: bool = False) -> Report:
     """Write the HTML report to ``out`` and its PNGs to ``<out stem>_plots/``."""
     from curator.reporting import data, plots
 
@@ -62,9 +62,17 @@ def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = ()) -> 
     if out.is_dir():
         raise CuratorError(f"{out} is a directory; name the HTML file to write, "
                            f"e.g. {out / 'report.html'}")
-    d = data.collect(wh, [Path(m) for m in manifests])
     image_dir = out.parent / f"{out.stem}_plots"
+    # Before any work: OUT is a report page (or new, or --overwrite), never the
+    # warehouse; the plots directory holds nothing but a report's PNGs.
+    guard_output(out, REPORT, option="OUT", overwrite=overwrite,
+                 overwrite_flag="--overwrite", warehouse=wh.path)
+    guard_output(image_dir, REPORT_PLOTS, option="plots directory", warehouse=wh.path)
+    d = data.collect(wh, [Path(m) for m in manifests])
     image_dir.mkdir(parents=True, exist_ok=True)
+    for old_png in image_dir.iterdir():  # the previous report's plots (checked above)
+        if PLOT_NAME.match(old_png.name):
+            old_png.unlink()
     report = Report(html=out, image_dir=image_dir, notes=list(d.notes))
 
     sections: list[str] = []
@@ -126,18 +134,8 @@ def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = ()) -> 
 </body></html>
 """
     # Write-then-rename: a reader never sees half a report.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-        # mkstemp creates the file 0600; give it the mode any other new file
-        # (the PNGs) gets: 0666 less the umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    guard_output(out, REPORT, option="OUT", overwrite=overwrite,
+                 overwrite_flag="--overwrite", warehouse=wh.path)
+    with atomic_write(out) as f:
+        f.write(page)
     return report

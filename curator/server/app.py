@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import secrets
 import signal
@@ -28,6 +27,7 @@ import orjson
 from aiohttp import web
 
 from curator.errors import CuratorError
+from curator.paths import atomic_write
 from curator.server.config import FAULTS, ServerConfig
 from curator.server.responder import Completion, Library, Responder, count_tokens
 
@@ -716,10 +716,8 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
                                "(is another server using that port? pick another --port, "
                                "or 0 for any free port)") from None
         if port_file:
-            tmp = f"{port_file}.tmp"
-            with open(tmp, "w") as fh:
+            with atomic_write(Path(port_file)) as fh:
                 fh.write(url + "\n")
-            os.replace(tmp, port_file)
         lib = len(srv.responder.library)
         announce(f"teacher server on {url} (OpenAI base URL {url}/v1, Anthropic base URL "
                  f"{url}); {lib} recorded question(s); Ctrl-C stops it")

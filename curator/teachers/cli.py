@@ -206,7 +206,13 @@ def serve(
     """Run the local teacher server (OpenAI chat completions, files and batches;
     Anthropic messages and message batches) until Ctrl-C."""
     from curator.errors import CuratorError
+    from curator.paths import PORT_FILE, SERVER_LOG, guard_output
     from curator.server import ServerConfig, serve as run_server
+
+    if log is not None:
+        guard_output(log, SERVER_LOG, option="--log")
+    if port_file is not None:
+        guard_output(port_file, PORT_FILE, option="--port-file")
 
     rates = {}
     for f in fault or []:
