@@ -61,7 +61,9 @@ def _first_json_line(path: Path, limit: int = 1 << 20) -> dict | str:
     return obj if isinstance(obj, dict) else "its first line is not a JSON object"
 
 
-def _jsonl_with_keys(required: set[str], exact: bool = False) -> Callable[[Path], str | None]:
+def jsonl_with_keys(required: set[str], exact: bool = False) -> Callable[[Path], str | None]:
+    """A recogniser: the first line is a JSON object with the ``required`` keys (and no
+    others when ``exact``)."""
     def foreign(path: Path) -> str | None:
         obj = _first_json_line(path)
         if isinstance(obj, str):
@@ -117,14 +119,14 @@ def _port_file_foreign(path: Path) -> str | None:
 
 
 REJECTS = OutputKind("rejects file", "--skip-invalid",
-                     _jsonl_with_keys({"path", "line", "record", "reason", "raw"}, exact=True))
+                     jsonl_with_keys({"path", "line", "record", "reason", "raw"}, exact=True))
 VERDICTS = OutputKind("verdicts file", "curator check --file", _verdicts_foreign)
 REPORT = OutputKind("report page", "curator report", _report_foreign)
 REPORT_PLOTS = OutputKind("report plots directory", "curator report", _plots_foreign,
                           directory=True)
 PORT_FILE = OutputKind("port file", "curator serve --port-file", _port_file_foreign)
 SERVER_LOG = OutputKind("request log", "curator serve --log",
-                        _jsonl_with_keys({"seq", "t", "kind", "path"}))
+                        jsonl_with_keys({"seq", "t", "kind", "path"}))
 
 
 # -- the warehouse -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Iterator
 import torch
 
 from curator.errors import CuratorError
+from curator.paths import OutputKind, guard_output, jsonl_with_keys
 from distill.adapters import adapter_mode
 from distill.collate import build_batch
 from distill.data import PromptFormat
@@ -128,6 +129,19 @@ def _done_pairs(out: Path, model_name: str) -> set[tuple[str, int]]:
     return done
 
 
+def _samples_foreign(path: Path) -> str | None:
+    """None if ``path`` holds samples written by :func:`generate` (possibly only a first
+    line cut short by a kill), else why not."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if b"\n" not in head and head.startswith(b'{"problem_id": '):
+        return None  # the first write was interrupted; resuming cuts it off
+    return jsonl_with_keys({"problem_id", "sample_index", "model", "completion"})(path)
+
+
+SAMPLES = OutputKind("samples file", "distill generate", _samples_foreign)
+
+
 def generate(model, tokenizer, fmt: PromptFormat, problems: list[dict], cfg: SamplingConfig,
              model_name: str, mode: str | None = None, out: str | Path | None = None,
              progress=None) -> Iterator[dict]:
@@ -137,7 +151,9 @@ def generate(model, tokenizer, fmt: PromptFormat, problems: list[dict], cfg: Sam
     todo = [(p, k) for p in problems for k in range(cfg.samples)]
     fh = None
     if out is not None:
-        out = Path(out)
+        # resuming appends to (and may cut a torn last line off) OUT: only ever a file
+        # of ours, never the warehouse or someone else's file
+        out = guard_output(out, SAMPLES, option="--out")
         out.parent.mkdir(parents=True, exist_ok=True)
         done = _done_pairs(out, model_name)
         todo = [(p, k) for p, k in todo if (p["problem_id"], k) not in done]

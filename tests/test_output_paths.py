@@ -143,3 +143,21 @@ def test_serve_refuses_a_foreign_log_or_port_file(tmp_path, option):
                         str(target)], capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 2 and str(target) in p.stderr and option in p.stderr
     assert target.read_text() == "do not touch\n"
+
+
+def test_distill_generate_out_appends_only_to_its_own_samples(warehouse, tmp_path):
+    from curator.errors import CuratorError
+    from curator.paths import guard_output
+    from distill.generate import SAMPLES, SamplingConfig, generate
+
+    before = _digest(warehouse)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not samples\n")
+    cfg = SamplingConfig(samples=1, max_new_tokens=1)
+    for target in (warehouse, notes):
+        with pytest.raises(CuratorError, match="refusing"):
+            next(generate(None, None, None, [], cfg, "m", out=target), None)
+    assert _digest(warehouse) == before and notes.read_text() == "not samples\n"
+    torn = tmp_path / "torn.jsonl"  # a first write cut short by a kill is still ours
+    torn.write_text('{"problem_id": "math/x", "quest')
+    assert guard_output(torn, SAMPLES, option="--out") == torn
