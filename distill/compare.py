@@ -106,6 +106,7 @@ class CompareConfig:
     # ranker) once.
     seeds: list = field(default_factory=lambda: [None])
     teacher: dict | None = None
+    gguf: str | None = None      # [model] gguf: convert this GGUF file (or `smollm2`) into base
 
     @property
     def multi_seed(self) -> bool:
@@ -208,12 +209,14 @@ def load_config(path: str | Path, out: str | Path | None = None,
     model = raw.get("model") or {}
     if "base" not in model:
         raise bad("[model] base is required (a local model directory or a hub name)")
-    unknown = set(model) - {"base", "tiny", "dtype", "prompt_template", "chat_template"}
+    unknown = set(model) - {"base", "tiny", "gguf", "dtype", "prompt_template", "chat_template"}
     if unknown:
         raise bad(f"unknown key(s) {sorted(unknown)} in [model]")
     tiny = model.get("tiny")
     if tiny is True:
         tiny = {}
+    if tiny is not None and model.get("gguf"):
+        raise bad("[model] takes tiny or gguf, not both")
     data = raw.get("data") or {}
     if "train" not in data:
         raise bad("[data] train is required (a `curator export` file)")
@@ -276,7 +279,8 @@ def load_config(path: str | Path, out: str | Path | None = None,
                       f"{', '.join(sorted(TEACHER_KEYS))}")
         teacher = dict(teacher)
     return CompareConfig(
-        path=path, out=Path(out_dir), seeds=seed_list, teacher=teacher, base=str(model["base"]), tiny=tiny,
+        path=path, out=Path(out_dir), seeds=seed_list, teacher=teacher,
+        gguf=str(model["gguf"]) if model.get("gguf") else None, base=str(model["base"]), tiny=tiny,
         dtype=model.get("dtype", "float32"),
         prompt={"template": model.get("prompt_template"), "chat": bool(model.get("chat_template", False))},
         train_data=Path(data["train"]),
@@ -521,6 +525,18 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
         stages.append(Stage("model:init-tiny", lambda: {"tiny": cfg.tiny, "base": cfg.base},
                             make_tiny, dir=Path(cfg.base)))
         model_deps = ["model:init-tiny"]
+    if cfg.gguf is not None:
+        def convert():
+            from distill.gguf import SOURCE_JSON, convert_gguf
+            convert_gguf(cfg.gguf, cfg.base, dtype="float32", ignore=(STAMP,))
+            return json.loads((Path(cfg.base) / SOURCE_JSON).read_text())
+
+        def gguf_identity() -> dict:
+            from distill.gguf import resolve_gguf
+            return {"gguf": cfg.gguf, "content": path_identity(resolve_gguf(cfg.gguf)),
+                    "base": cfg.base}
+        stages.append(Stage("model:convert-gguf", gguf_identity, convert, dir=Path(cfg.base)))
+        model_deps = ["model:convert-gguf"]
 
     def base_identity() -> dict:
         return {"base": cfg.base, "dtype": cfg.dtype,

@@ -430,3 +430,34 @@ def test_teacher_accuracy_on_an_eval_set_from_the_warehouse(cli, db_path, tmp_pa
     cfg_path.write_text(cfg_path.read_text().replace('model = "gpt-4"', 'model = "gpt-5"'))
     with pytest.raises(CuratorError, match="'gpt-5' has no rationale in .*: gpt-4"):
         teacher_stats(load_config(cfg_path))
+
+
+@pytest.mark.parametrize("name", ["smollm2-tdg.toml", "smollm2-tdg-gpu.toml"])
+def test_the_smollm2_configs_are_valid(name, tmp_path):
+    """Both SmolLM2 configs parse, convert the wheel's GGUF before training, and every
+    training knob is one the trainers accept (bf16 only where CUDA is)."""
+    import torch
+
+    from distill.compare import BASELINES, plan, training_config
+    from distill.ranker import RankerConfig
+    from distill.trainers import TRAINERS, NATConfig
+    cfg = load_config(ROOT / "distill" / "configs" / name, out=tmp_path)
+    names = [s.name for s in plan(cfg, echo=lambda s: None)]
+    assert names[len(cfg.prepare)] == "model:convert-gguf" and cfg.gguf == "smollm2"
+    assert cfg.base == f"{tmp_path}/smollm2" and "base" in cfg.methods
+    assert cfg.teacher["model"] == "gpt-4"
+    cpu_only = {"bf16", "cpu"} if not torch.cuda.is_available() else set()
+    classes = {**{m: TRAINERS[m][1] for m in BASELINES}, "nat": NATConfig}
+    if HAVE_NCE:
+        from distill.nce import NCEConfig
+        classes["nce"] = NCEConfig
+    for m, cls in classes.items():
+        knobs = {k: v for k, v in {**cfg.train, **cfg.per_method.get(m, {})}.items()
+                 if k not in cpu_only}
+        training_config(cls, tmp_path / m, knobs, name)
+    training_config(RankerConfig, tmp_path / "r", {k: v for k, v in {**cfg.train, **cfg.ranker}.items()
+                                                  if k not in cpu_only}, name)
+    for p in cfg.prepare:            # the data it reads is ../shared/data's
+        for arg in p["run"]:
+            if "shared/data" in arg and (ROOT.parent / "shared" / "data").is_dir():
+                assert Path(arg).exists(), arg
