@@ -602,19 +602,24 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
                     (["train:ranker"] if use_ranker else [])
                 student_deps = [x for x in stage_deps if x != "train:ranker"]
                 adapter = None if s == "base" else cfg.student_dir(s, seed)
+                # A student brings the prompt format it was trained with; the untrained
+                # base is prompted as the config says (the students' format).
+                prompt = {"prompt": fmt.to_json()} if adapter is None else {}
                 stages.append(Stage(
                     f"eval:{e['name']}:{s}{cfg.suffix(s, seed)}",
-                    lambda e=e, s=s, settings=settings, use_ranker=use_ranker: {
+                    lambda e=e, s=s, settings=settings, use_ranker=use_ranker, prompt=prompt: {
                         "student": s, "settings": settings, "ranker": use_ranker,
-                        "data": path_identity(e["data"]), "base": base_identity()},
+                        "data": path_identity(e["data"]), "base": base_identity(), **prompt},
                     lambda e=e, d=d, settings=settings, use_ranker=use_ranker, adapter=adapter:
-                        _evaluate(cfg, adapter, e, d, settings, use_ranker, echo),
+                        _evaluate(cfg, adapter, e, d, settings, use_ranker, echo,
+                                  fmt=fmt if adapter is None else None),
                     deps=stage_deps, dir=d,
                     # Samples stay valid while the student and the sampling settings do (more
                     # samples, other problems or another ranker reuse them; scores are keyed
                     # by ranker inside the evaluation).
-                    keep=lambda e=e, s=s, settings=settings: {
+                    keep=lambda e=e, s=s, settings=settings, prompt=prompt: {
                         "student": s, "data": path_identity(e["data"]), "base": base_identity(),
+                        **prompt,
                         "sampling": {k: settings.get(k) for k in ("temperature", "top_p",
                                                                   "max_new_tokens", "dtype")}},
                     keep_deps=student_deps))
@@ -664,7 +669,7 @@ def _train_ranker(cfg: CompareConfig, rk: dict, d: Path, fmt) -> dict:
 
 
 def _evaluate(cfg: CompareConfig, adapter: Path | None, e: dict, d: Path, settings: dict,
-              use_ranker: bool, echo) -> dict:
+              use_ranker: bool, echo, fmt=None) -> dict:
     from distill.evaluate import EvalConfig, evaluate
 
     settings = dict(settings)
@@ -676,7 +681,7 @@ def _evaluate(cfg: CompareConfig, adapter: Path | None, e: dict, d: Path, settin
         raise CuratorError(f"{cfg.path} [evaluate]: {exc}") from None
     rep = evaluate(cfg.base, e["data"], d, ecfg, adapter=adapter,
                    ranker=cfg.out / "ranker" if use_ranker else None, dtype=dtype,
-                   device=device)
+                   device=device, fmt=fmt)
     return {"problems": rep["problems"], "throughput": rep["throughput"]}
 
 

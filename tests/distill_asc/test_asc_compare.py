@@ -363,7 +363,9 @@ def test_compare_over_seeds_runs_per_seed_stages_once_and_resumes(tiny, export_f
     out = tmp_path / "out"
     cfg = write_config(tmp_path / "c.toml", tiny, export_file, eval_file, out,
                        methods=("base", "sft"), samples=1)
-    cfg.write_text(cfg.read_text() + '\n[teacher]\nmodel = "gpt-4"\n')
+    cfg.write_text(cfg.read_text().replace(f'base = "{tiny}"', f'base = "{tiny}"\n'
+                                           'prompt_template = "Q: {question}\\nA:"')
+                   + '\n[teacher]\nmodel = "gpt-4"\n')
     res = CliRunner().invoke(app, ["compare", "--config", str(cfg), "--seeds", "0,1"])
     assert res.exit_code == 0, (res.output, res.exception)
     log = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines()]
@@ -371,6 +373,10 @@ def test_compare_over_seeds_runs_per_seed_stages_once_and_resumes(tiny, export_f
         ["prepare:count", "eval:MATH:base", "train:sft@s0", "train:sft@s1",
          "eval:MATH:sft@s0", "eval:MATH:sft@s1"])
     assert (out / "prepare-count").read_text() == "x"          # seed-independent: once
+    # the untrained base is prompted like the students
+    fmts = [json.loads((out / "eval" / "MATH" / d / "eval.json").read_text())["prompt_format"]
+            for d in ("base", "sft/seed-0")]
+    assert fmts[0] == fmts[1] and "Q: {question}" in json.dumps(fmts[0])
     for s in (0, 1):
         assert (out / "students" / "sft" / f"seed-{s}" / "adapter_model.safetensors").is_file()
         assert (out / "eval" / "MATH" / "sft" / f"seed-{s}" / "report.json").is_file()
