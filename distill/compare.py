@@ -915,7 +915,8 @@ def aggregate(cfg: CompareConfig, reports: dict | None = None) -> dict:
             seeds = {seed: _metric(r, rule) for seed, r in runs.items()}
             rows[m] = {
                 "rule": rule, "problems": next(iter(runs.values()))["problems"],
-                "per_seed": {str(k): v for k, v in seeds.items()},
+                # a seed-independent row's one value is under "once"
+                "per_seed": {("once" if k is None else str(k)): v for k, v in seeds.items()},
                 "avg": interval([v["avg"] for v in seeds.values()]),
                 "all": interval([v["all"] for v in seeds.values()]),
                 "by_level": {lv: interval([v["by_level"].get(lv) for v in seeds.values()])
@@ -1025,8 +1026,8 @@ def markdown_aggregate(t: dict) -> str:
             if row is None:
                 continue
             ps = row["per_seed"]
-            if list(ps) == ["None"]:
-                cells = [_cell({"mean": ps["None"]["avg"], "half": None})] * len(t["seeds"])
+            if list(ps) == ["once"]:
+                cells = [_cell({"mean": ps["once"]["avg"], "half": None})] * len(t["seeds"])
             else:
                 cells = [_cell({"mean": ps[str(x)]["avg"], "half": None}) if str(x) in ps else "–"
                          for x in t["seeds"]]

@@ -306,6 +306,7 @@ def test_aggregate_over_seeds_on_given_reports(tmp_path):
     assert rows["base"]["vs_reference"]["all"]["mean"] == pytest.approx(-0.4)
     assert rows["sft"]["vs_reference"] is None
     assert rows["nat"]["per_seed"]["1"]["all"] == 0.7
+    assert list(rows["base"]["per_seed"]) == ["once"]
     md = markdown_aggregate(t)
     assert "| NAT (greedy) | 3 | 60.00 ± 24.84 | 60.00 ± 24.84 | +10.00 ± 24.84 | +10.00 ± 24.84 |" in md
     assert "| base model (no training) (greedy) | 1 | 10.00 | 10.00 |" in md
