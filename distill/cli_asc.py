@@ -119,15 +119,18 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Optional[Path], typer.Option("--out", help="Output directory (default: the config's `out`).")] = None,
         redo: Annotated[Optional[list[str]], typer.Option("--redo", help="Run these stages again even if finished (glob, repeatable: 'eval:*').")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stages and which would run; run nothing.")] = False,
+        seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds to train and evaluate every student with, e.g. 0,1,2 (overrides the config's `seeds`); with several, the table shows mean and 95% interval over seeds and differences from CoT KD.")] = None,
     ) -> None:
         """Reproduce the paper's comparison table from one config file (resumable).
 
         Trains CoT KD, MIX, NT, UL, CL, NAT, NAT+NCE and the ranker for NAT+NCE+ASC,
-        evaluates each on every eval set and writes the table. Re-running resumes: finished
-        stages are skipped."""
+        evaluates each on every eval set and writes the table. With several seeds each
+        student is trained and evaluated once per seed (the base's evaluation, the ranker
+        and the prepare steps once) and the table aggregates over seeds. Re-running resumes:
+        finished stages are skipped."""
         from distill.compare import compare as run
 
-        res = run(config, out, redo=tuple(redo or ()), dry_run=dry_run,
+        res = run(config, out, redo=tuple(redo or ()), dry_run=dry_run, seeds=seeds,
                   echo=lambda s: console.print(s, highlight=False, soft_wrap=True,
                                                markup=False, emoji=False))
         ran = sum(o.status == "ran" for o in res.outcomes)
