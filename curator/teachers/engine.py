@@ -28,7 +28,8 @@ from curator.teachers.limits import (DEFAULT_SAFETY, Endpoint, EndpointPool, Lim
                                      RateLimiter, backoff_delay)
 from curator.teachers.pricing import Price, split_tokens
 from curator.teachers.prompts import Template
-from curator.teachers.providers import Adapter, Failure, Redactor, Reply, classify
+from curator.teachers.providers import (Adapter, Failure, Redactor, Reply, classify, safe_url,
+                                        url_secrets)
 from curator.warehouse import Warehouse
 
 TRUNCATED_POLICIES = ("keep", "retry")
@@ -102,6 +103,17 @@ class Stats:
         return (len(recent) / span, sum(t for _, _, t in recent) / span)
 
 
+def _url_secret_values(urls: list[str | None]) -> list[str]:
+    from urllib.parse import parse_qsl, urlsplit
+    out = []
+    for url in urls:
+        if url and url_secrets(url):
+            parts = urlsplit(url)
+            out += [v for v in (parts.password,) if v]
+            out += [v for k, v in parse_qsl(parts.query) if k in url_secrets(url)]
+    return out
+
+
 class Engine:
     def __init__(self, wh: Warehouse, adapter: Adapter, base_urls: list[str | None],
                  api_key: str | None, opts: EngineOptions, stats: Stats, journal: Journal,
@@ -118,11 +130,14 @@ class Engine:
         self.journal = journal
         self.on_commit = on_commit
         self.rng = rng or random.Random()
-        self.redact = Redactor(api_key)
+        # Secrets in a URL (a gateway's ?key=...) are redacted from error texts too.
+        self.redact = Redactor(api_key, *_url_secret_values(base_urls))
         self.limiter = RateLimiter(opts.limits, opts.rate_safety)
         per_endpoint = max(1, opts.concurrency)
         self.pool = EndpointPool([
-            Endpoint(url or "(default)", adapter.make_client(url, api_key, opts.timeout, per_endpoint))
+            # The endpoint's name, as stored in every sample and attempt: never with
+            # the credentials a URL may carry.
+            Endpoint(safe_url(url) or "(default)", adapter.make_client(url, api_key, opts.timeout, per_endpoint))
             for url in base_urls])
         self.fatal: Failure | None = None
         self.error: BaseException | None = None

@@ -25,7 +25,7 @@ from curator.teachers.engine import Engine, EngineOptions, Job, RunPlan, Stats
 from curator.teachers.limits import LimitSpec
 from curator.teachers.pricing import PriceTable
 from curator.teachers.prompts import Template, family_template, load_template
-from curator.teachers.providers import PROVIDERS, api_key, make_adapter
+from curator.teachers.providers import _KEY_ENV, PROVIDERS, api_key, make_adapter, safe_url
 from curator.teachers.store import (Selection, ensure_run, pending_batch_samples,
                                     select_problems, stored_samples)
 from curator.warehouse import Warehouse
@@ -172,8 +172,17 @@ def plan_generation(wh: Warehouse, spec: GenerateSpec) -> Plan:
         except ValueError:
             ok = False
         if not ok:
-            raise CuratorError(f"--base-url {url!r}: expected an http:// or https:// URL, "
-                               "e.g. http://127.0.0.1:8765/v1")
+            raise CuratorError(f"--base-url {safe_url(url)!r}: expected an http:// or "
+                               "https:// URL, e.g. http://127.0.0.1:8765/v1")
+        if parts.username is not None or parts.password is not None:
+            # The SDKs cannot send a request to such a URL (they refuse to combine it
+            # with their own Authorization header), and it would put a secret into
+            # every stored attempt: refuse it before anything is sent.
+            raise CuratorError(f"--base-url {safe_url(url)!r}: credentials in the URL "
+                               "(user:password@) are not supported; give the endpoint "
+                               "without them and put the key in the environment "
+                               f"({' or '.join(_KEY_ENV[spec.provider])}, or name a "
+                               "variable with --api-key-env)")
     if spec.provider == "openai-compatible" and not spec.base_urls:
         raise CuratorError("--provider openai-compatible needs at least one --base-url")
     adapter = make_adapter(spec.provider)
