@@ -412,6 +412,19 @@ class TeacherServer:
         self._log_done(entry, 200, fault=fault, question=key is not None,
                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                        request_id=rid, finish_reasons=[c.finish_reason for c in comps])
+        if fault == "trickle":
+            # A correct answer, one byte at a time: every read a client makes gets a
+            # byte well within any per-read timeout, so only a deadline on the whole
+            # request ends it.
+            resp = web.StreamResponse(status=200, headers=headers)
+            resp.content_type = "application/json"
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            for i in range(len(data)):
+                await resp.write(data[i:i + 1])
+                await asyncio.sleep(self.config.trickle_s)
+            await resp.write_eof()
+            return resp
         return web.Response(body=data, content_type="application/json", headers=headers)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:

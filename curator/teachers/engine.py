@@ -304,12 +304,21 @@ class Engine:
             ids = job.sample_ids()
             self.stats.requests += 1
             t0 = time.monotonic()
+            # --timeout is a deadline on the whole request: the SDKs' own timeout bounds
+            # each read, so a server sending a byte every few seconds would hold the
+            # request (and a concurrency slot) for as long as it likes.
+            deadline = asyncio.timeout(self.opts.timeout)
             try:
-                reply = await self.adapter.send(ep.client, body, ids, self.opts.timeout)
+                async with deadline:
+                    reply = await self.adapter.send(ep.client, body, ids, self.opts.timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failure = classify(exc, self.redact)
+                if isinstance(exc, TimeoutError) and deadline.expired():
+                    failure = Failure("timeout", f"no complete answer within --timeout "
+                                                 f"{self.opts.timeout:g}s; abandoned")
+                else:
+                    failure = classify(exc, self.redact)
                 self._on_failure(job, ep, failure, (time.monotonic() - t0) * 1000)
                 return
             self._on_reply(job, ep, reply, (time.monotonic() - t0) * 1000,

@@ -5,13 +5,21 @@ from a URL stored, and a server that only its own scripts may reconfigure."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 
 from curator.errors import CuratorError
+from curator.teachers import journal as journal_mod
 from curator.teachers.generate import generate
 from curator.teachers.providers import safe_url, url_secrets
 
-from .test_generate import make_spec, rows
+from .conftest import OPENAI_KEY
+from .test_durability import ROOT
+from .test_generate import make_spec, rows, served_ok
 
 
 def _no_byte_holds(wh, secret: bytes) -> None:
@@ -57,3 +65,102 @@ def test_credential_parameters_of_a_base_url_are_redacted_where_stored(math_wh, 
     (endpoint,) = {r[0] for r in rows(math_wh, "SELECT endpoint FROM sample_attempts")}
     assert endpoint.endswith("/v1?api_key=REDACTED")
     _no_byte_holds(math_wh, b"SECRETQUERY123")
+
+
+# -- --timeout is a deadline on each request ------------------------------------------
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_a_trickling_answer_is_abandoned_at_the_timeout_and_retried(math_wh, serve, keys,
+                                                                    prices, provider):
+    # Each byte arrives well within the SDKs' per-read timeout; the whole answer would
+    # take minutes.
+    __import__(provider)      # imported before the clock starts (anthropic takes seconds)
+    srv = serve(script=["The answer is 1."], fault_sequence=["trickle", "trickle"],
+                trickle_s=0.2)
+    spec = make_spec(srv, prices, provider=provider, samples=1, limit=4, timeout=1.0,
+                     backoff_base=0.05, backoff_cap=0.1)
+    t0 = time.monotonic()
+    rep = generate(math_wh, spec)
+    elapsed = time.monotonic() - t0
+    assert rep.stats.done == 4 and rep.stats.failed == 0
+    assert rep.stats.failures["timeout"] == 2
+    attempts = rows(math_wh, "SELECT error_class, error, latency_ms FROM sample_attempts")
+    assert len(attempts) == 2
+    for cls, err, latency in attempts:
+        assert cls == "timeout" and "--timeout 1s" in err
+        assert 900 <= latency <= 1600, latency
+    assert elapsed < 4.0, elapsed
+
+
+def test_a_server_that_trickles_forever_does_not_hang_the_run(math_wh, serve, keys, prices):
+    srv = serve(script=["The answer is 1."], fault_rates={"trickle": 1.0}, trickle_s=0.1)
+    spec = make_spec(srv, prices, samples=2, limit=3, timeout=0.5, max_attempts=3,
+                     backoff_base=0.05, backoff_cap=0.1)
+    t0 = time.monotonic()
+    rep = generate(math_wh, spec)
+    elapsed = time.monotonic() - t0
+    # 3 requests of n=2, 3 attempts each, 0.5 s apiece, all at once: about 1.5 s
+    assert rep.stats.failed == 6 and rep.stats.final_errors["timeout"] == 6
+    assert rep.stats.requests == 9
+    assert elapsed < 4.0, elapsed
+    assert rows(math_wh, "SELECT DISTINCT error_class FROM samples") == [("timeout",)]
+    assert rows(math_wh, "SELECT max(latency_ms) < 1000 FROM sample_attempts") == [(True,)]
+
+
+# -- one payer per sample ----------------------------------------------------------------
+
+def test_a_second_generation_leaves_out_what_a_live_one_has_claimed(math_wh, serve, keys,
+                                                                    prices):
+    from curator.teachers.claims import claim_missing
+    from curator.teachers.generate import plan_generation
+
+    srv = serve(script=["The answer is 1."])
+    first = make_spec(srv, prices, samples=2, limit=3)
+    with claim_missing(math_wh, lambda: plan_generation(math_wh, first)) as (plan, other, _):
+        assert plan.missing == 6 and other.samples == 0
+        # a second generation asking for more problems and more samples gets the rest
+        rep = generate(math_wh, make_spec(srv, prices, samples=3, limit=5))
+        assert rep.claimed_elsewhere.samples == 6
+        assert rep.claimed_elsewhere.pids == [os.getpid()]
+        assert rep.stats.total == rep.stats.done == 15 - 6
+        claimed = {s for j in plan.jobs for s in j.sample_ids()}
+        asked = {s for e in srv.log for s in (e.get("samples") or "").split(",") if s}
+        assert asked and not asked & claimed
+    # once the claim is released (its owner ended), the rest is requested
+    rep = generate(math_wh, make_spec(srv, prices, samples=3, limit=5))
+    assert rep.claimed_elsewhere.samples == 0 and rep.stats.done == 6
+    assert rows(math_wh, "SELECT count(*), count(DISTINCT sample_id) FROM samples") == [(15, 15)]
+    assert not journal_mod.journal_dir(math_wh).exists()
+
+
+def test_a_claim_of_a_dead_process_does_not_hold(math_wh, serve, keys, prices):
+    # A claim file nobody holds a lock on: its process died (SIGKILL)
+    d = journal_mod.journal_dir(math_wh)
+    d.mkdir()
+    (d / "claim-999999-1.json").write_text('{"pid": 999999, "samples": []}')
+    srv = serve(script=["The answer is 1."])
+    rep = generate(math_wh, make_spec(srv, prices, samples=1, limit=2))
+    assert rep.stats.done == 2 and rep.claimed_elsewhere.samples == 0
+    assert not d.exists()
+
+
+def test_two_concurrent_generations_pay_once_per_sample(math_wh, serve, prices):
+    # slow enough answers that the two runs overlap (each would take about 3 s alone)
+    srv = serve(script=["The answer is 1."], latency_ms=300)
+    env = dict(os.environ, CURATOR_DB=str(math_wh.path), OPENAI_API_KEY=OPENAI_KEY,
+               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "curator.cli", "generate", "--provider", "openai",
+           "--model", "teacher", "--base-url", srv.base_url + "/v1", "--samples", "4",
+           "--limit", "20", "--n-per-request", "1", "--concurrency", "8",
+           "--prices", str(prices), "--timeout", "5", "--quiet"]
+    procs = [subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    (stored,) = rows(math_wh, "SELECT count(completion) FROM samples")[0]
+    served = sum(served_ok(srv).values())
+    assert stored == 80 and served <= 1.05 * stored, (served, stored)
+    assert max(served_ok(srv).values()) == 1
+    # whichever came second said why it asked for less
+    said = "".join(err for _, err in outs)
+    assert "left to another `curator generate`" in said
