@@ -135,13 +135,21 @@ def generate(
                       f"to continue[/yellow]")
     elif rep.stop_reason and rep.stop_reason != "interrupted":
         console.print(f"[yellow]stopped: {rep.stop_reason}[/yellow]")
+    from curator.cli import err_console
+    if st.uncommitted:
+        err_console.print(f"{st.uncommitted:,} journal records (answers received and paid "
+                          f"for) are not in the warehouse yet: it stayed locked by another "
+                          f"process. They are safe in {wh.path}.journal and the next "
+                          f"`curator generate` stores them first"
+                          + (" (then `curator grade` grades them)" if grade else ""),
+                          highlight=False)
     if rep.grade_error:
-        console.print(f"[yellow]grading stopped: {rep.grade_error}[/yellow]")
+        err_console.print(f"grading incomplete: {rep.grade_error}", highlight=False)
     if st.failed:
-        from curator.cli import err_console
         err_console.print(f"{st.failed:,} of {st.total:,} samples still missing (failed and "
                           f"stored with their error); re-run the same command to retry them",
                           highlight=False)
+    if st.failed or st.uncommitted or rep.grade_error:
         raise typer.Exit(1)
 
 

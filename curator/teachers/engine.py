@@ -92,6 +92,8 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None
     endpoints_down: list = field(default_factory=list)
+    waiting: str | None = None     # why commits are waiting (the warehouse is locked)
+    uncommitted: int = 0           # journal records not in the warehouse when the run ended
     recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (t, samples, tokens)
 
     def rates(self, window: float = 10.0) -> tuple[float, float]:
@@ -150,6 +152,7 @@ class Engine:
         self._remaining = 0
         self._in_flight_tasks: set[asyncio.Task] = set()
         self._last_grade = 0.0
+        self._busy_since: float | None = None
         self.grade_error: BaseException | None = None
 
     # -- public ----------------------------------------------------------------------
@@ -491,7 +494,15 @@ class Engine:
             await asyncio.shield(asyncio.to_thread(self._write, records))
         except WarehouseBusy:
             self.journal.untake(batch)     # still safe in the journal; try again later
+            if self._busy_since is None:
+                self._busy_since = time.time()
+            self.stats.waiting = (
+                f"the warehouse is locked by another process (since "
+                f"{time.strftime('%H:%M:%S', time.localtime(self._busy_since))}); "
+                f"{self.journal.backlog:,} records wait safely in the journal; still trying")
             return False
+        self._busy_since = None
+        self.stats.waiting = None
         for seg, rs in batch:
             self.journal.committed(seg, len(rs))
         self.stats.committed += len(records)
@@ -516,10 +527,19 @@ class Engine:
             await self._maybe_grade()
 
     async def _commit_all(self) -> None:
+        busy = 0
         for _ in range(100):
-            if await self._commit_once() and not self.journal.backlog:
-                return
+            if await self._commit_once():
+                if not self.journal.backlog:
+                    return
+            else:
+                # Each try waited the whole lock timeout: after two, the records stay in
+                # the journal (safe) for the next run, and the report says so.
+                busy += 1
+                if busy >= 2:
+                    break
             await asyncio.sleep(0.2)
+        self.stats.uncommitted = self.journal.backlog
 
     async def _maybe_grade(self, force: bool = False) -> None:
         """Grade what has been committed (--grade), at most every grade_interval s."""
@@ -530,5 +550,13 @@ class Engine:
             self._last_grade = now
             try:
                 await asyncio.shield(asyncio.to_thread(self.on_commit))
+            except WarehouseBusy as exc:
+                # A reader holds the warehouse: grading waits (it said so) and is tried
+                # again; only the last try at the end of the run counts.
+                if force:
+                    self.grade_error = exc
+                elif not self.stats.waiting:
+                    self.stats.waiting = ("grading waits: the warehouse is locked by another "
+                                          "process; still trying")
             except Exception as exc:     # generation goes on; the report says grading stopped
                 self.grade_error = exc

@@ -164,3 +164,163 @@ def test_two_concurrent_generations_pay_once_per_sample(math_wh, serve, prices):
     # whichever came second said why it asked for less
     said = "".join(err for _, err in outs)
     assert "left to another `curator generate`" in said
+
+
+# -- a long reader does not break writers --------------------------------------------------
+
+class _Reader:
+    """Another process that holds the warehouse open read-only (a long `curator sql`, a
+    notebook) for ``hold`` seconds, or until :meth:`close`."""
+
+    def __init__(self, path, hold: float = 600) -> None:
+        code = ("import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+                "print('ready', flush=True); time.sleep(float(sys.argv[2]))")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(hold)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+
+
+def _fill(math_wh, serve, prices, *, samples, limit):
+    # answers without a final answer: graded at once, no sympy worker to start
+    srv = serve(script=["I cannot tell."])
+    rep = generate(math_wh, make_spec(srv, prices, samples=samples, limit=limit))
+    assert rep.stats.done == samples * limit
+    return srv
+
+
+def test_grading_outlasts_a_reader_longer_than_the_lock_timeout(math_wh, serve, keys, prices,
+                                                                monkeypatch):
+    import threading
+
+    from curator.grading import batch
+    from curator.warehouse import Warehouse
+
+    _fill(math_wh, serve, prices, samples=2, limit=20)
+    said: list[str] = []
+    monkeypatch.setattr(batch, "_say", said.append)
+    monkeypatch.setattr(batch, "FLUSH_SECONDS", 0.1)
+    monkeypatch.setattr(batch, "BUSY_RETRY_SECONDS", 0.2)
+    monkeypatch.setattr(batch, "BUSY_TRY_SECONDS", 0.05)
+    monkeypatch.setattr(batch, "BUSY_SAY_SECONDS", 0.3)
+    released = threading.Event()
+    stream = batch.grade_stream
+
+    def slow(*a, **kw):
+        # grading that goes on while the reader holds the file: the second half of the
+        # verdicts comes only once the reader has gone
+        for i, item in enumerate(stream(*a, **kw)):
+            if i == 20:
+                assert released.wait(30)
+            time.sleep(0.02)
+            yield item
+    monkeypatch.setattr(batch, "grade_stream", slow)
+    wh = Warehouse(math_wh.path, lock_timeout=0.5)
+    reader = _Reader(wh.path)
+    out: list = []
+    th = threading.Thread(target=lambda: out.append(batch.grade_pending(wh)))
+    th.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("locked by another process" in m for m in said):
+            assert time.monotonic() < deadline and th.is_alive(), said
+            time.sleep(0.02)
+        time.sleep(1.5)            # three lock timeouts: the old writer gave up after one
+    finally:
+        reader.close()
+        released.set()
+        th.join(60)
+    (rep,) = out
+    assert rep.graded == 40
+    assert rows(math_wh, "SELECT count(*) FROM grades") == [(40,)]
+    assert len([m for m in said if "still trying" in m]) >= 2
+    assert any("free again" in m for m in said)
+
+
+def test_grade_that_cannot_write_at_the_end_exits_non_zero_and_says_what_is_left(
+        math_wh, serve, keys, prices, cli, monkeypatch):
+    _fill(math_wh, serve, prices, samples=2, limit=5)
+    monkeypatch.setenv("CURATOR_LOCK_TIMEOUT", "0.5")
+    reader = _Reader(math_wh.path, hold=30)
+    try:
+        r = cli("grade", "--quiet", ok=False)
+    finally:
+        reader.close()
+    assert r.exit_code != 0
+    out = str(r.exception)      # `curator` prints it as "error: ..." and exits 2
+    assert "work undone" in out and "10 samples are still ungraded" in out
+    assert "Re-run `curator grade`" in out
+    assert rows(math_wh, "SELECT count(*) FROM grades") == [(0,)]
+    assert cli("grade", "--quiet").exit_code == 0      # the rest, once it lets go
+    assert rows(math_wh, "SELECT count(*) FROM grades") == [(10,)]
+
+
+def test_generate_grade_keeps_grading_past_a_long_reader(math_wh, serve, keys, prices):
+    import threading
+
+    from curator.warehouse import Warehouse
+
+    srv = serve(script=["I cannot tell."], latency_ms=300)
+    wh = Warehouse(math_wh.path, lock_timeout=0.4)
+    spec = make_spec(srv, prices, samples=2, limit=12, concurrency=2, n_per_request=1,
+                     grade=True)
+    seen = []
+
+    def arrive():      # once answers are flowing, a reader holds the file for 1.5 s
+        while len(srv.log) < 4:
+            time.sleep(0.01)
+        reader = _Reader(wh.path, hold=1.5)
+        seen.append(len(srv.log))
+        reader.proc.wait()
+        seen.append(len(srv.log))
+        reader.close()
+    t = threading.Thread(target=arrive)
+    t.start()
+    try:
+        rep = generate(wh, spec)
+    finally:
+        t.join()
+    assert seen[1] < 24, seen          # the run went on after the reader left
+    assert rep.stats.done == 24 and rep.stats.uncommitted == 0
+    assert rep.grade_error is None
+    assert rows(math_wh, "SELECT count(*) FROM grades") == [(24,)]
+
+
+def test_generate_that_ends_with_work_undone_exits_non_zero(math_wh, serve, keys, prices, cli,
+                                                            monkeypatch):
+    import threading
+    srv = serve(script=["I cannot tell."], latency_ms=2000)
+    monkeypatch.setenv("CURATOR_LOCK_TIMEOUT", "0.3")
+    readers = []
+
+    def arrive():          # once the requests are out, a reader takes the file for good
+        while not srv.log:
+            time.sleep(0.01)
+        readers.append(_Reader(math_wh.path, hold=30))
+    t = threading.Thread(target=arrive)
+    t.start()
+    try:
+        r = cli("generate", "--provider", "openai", "--model", "teacher", "--base-url",
+                srv.base_url + "/v1", "--samples", "2", "--limit", "3", "--prices", prices,
+                "--timeout", "5", "--grade", "--quiet", ok=False)
+    finally:
+        t.join()
+        for reader in readers:
+            reader.close()
+    assert r.exit_code == 1, r.output
+    assert "journal records" in r.output and "not in the warehouse yet" in r.output
+    assert "`curator grade` grades them" in r.output
+    # nothing was lost: the next run stores the journal and asks for nothing
+    monkeypatch.setenv("CURATOR_LOCK_TIMEOUT", "30")
+    served = len(srv.log)
+    r = cli("generate", "--provider", "openai", "--model", "teacher", "--base-url",
+            srv.base_url + "/v1", "--samples", "2", "--limit", "3", "--prices", prices,
+            "--timeout", "5", "--grade", "--quiet")
+    assert len(srv.log) == served
+    assert rows(math_wh, "SELECT count(completion) FROM samples") == [(6,)]
+    assert rows(math_wh, "SELECT count(*) FROM grades") == [(6,)]
