@@ -66,12 +66,14 @@ def _locked_dir(d: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _live_claims(d: Path) -> tuple[dict[tuple[str, str], set[int]], list[int]]:
-    """(run_id, problem_id) -> sample indexes claimed by live processes, and their pids.
-    Claims of dead processes are deleted. Call with the directory locked."""
+def _live_claims(d: Path, mine: Path) -> tuple[dict[tuple[str, str], set[int]], list[int]]:
+    """(run_id, problem_id) -> sample indexes claimed by other live processes, and their
+    pids. Claims of dead processes are deleted. Call with the directory locked."""
     claimed: dict[tuple[str, str], set[int]] = {}
     pids: list[int] = []
     for path in sorted(d.glob("claim-*.json")):
+        if path == mine:
+            continue
         try:
             fh = open(path, "rb")
         except FileNotFoundError:
@@ -97,12 +99,16 @@ def _live_claims(d: Path) -> tuple[dict[tuple[str, str], set[int]], list[int]]:
 class Claim:
     """A held claim; :meth:`release` (or the process's death) lets go of it."""
 
-    def __init__(self, d: Path, samples: list[tuple[str, str, list[int]]]) -> None:
+    def __init__(self, d: Path) -> None:
+        """Create the (empty) claim file at once: from then on the directory is not
+        empty, so nobody removes it while this process plans."""
         self.dir = d
-        self.path = d / f"claim-{os.getpid()}-{int(time.time() * 1000)}.json"
+        self.path = d / f"claim-{os.getpid()}-{time.time_ns()}.json"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._fh = os.fdopen(fd, "wb")
         fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def write(self, samples: list[list]) -> None:
         self._fh.write(orjson.dumps({"pid": os.getpid(), "started": time.time(),
                                      "samples": samples}))
         self._fh.flush()
@@ -128,21 +134,24 @@ def claim_missing(wh: Warehouse, make_plan: Callable[[], object]):
     the plan's samples, leaving out those that live processes have claimed. Yields
     ``(plan, claimed_elsewhere, replayed)``; the claim is held until the block ends."""
     d = journal_dir(wh)
-    with _locked_dir(d):
-        try:
-            replayed = replay(wh, keep_dir=True)
-            plan = make_plan()
-            others, pids = _live_claims(d)
-            elsewhere = Claimed(pids=sorted(set(pids)))
-            if others:
-                elsewhere.samples = _leave_out(plan, others)
-            claim = Claim(d, [[j.run.run_id, j.problem_id, list(j.indexes)] for j in plan.jobs])
-        except BaseException:
+    claim = None
+    while claim is None:
+        with _locked_dir(d):
             try:
-                d.rmdir()             # leave no empty directory behind a refused plan
-            except OSError:
-                pass
-            raise
+                claim = Claim(d)
+            except FileNotFoundError:
+                continue              # the directory went away just after the lock: again
+            try:
+                replayed = replay(wh, keep_dir=True)
+                plan = make_plan()
+                others, pids = _live_claims(d, claim.path)
+                elsewhere = Claimed(pids=sorted(set(pids)))
+                if others:
+                    elsewhere.samples = _leave_out(plan, others)
+                claim.write([[j.run.run_id, j.problem_id, list(j.indexes)] for j in plan.jobs])
+            except BaseException:
+                claim.release()       # and no empty directory left behind a refused plan
+                raise
     try:
         yield plan, elsewhere, replayed
     finally:
