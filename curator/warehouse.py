@@ -123,13 +123,18 @@ class Warehouse:
             raise CuratorError(f"{self.path} is not a DuckDB warehouse file (give --db or "
                                "$CURATOR_DB the warehouse's .duckdb file)")
 
-    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
-        return self._open_waiting(lambda: duckdb.connect(str(self.path), read_only=read_only))
+    def _connect(self, read_only: bool,
+                 lock_timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+        return self._open_waiting(lambda: duckdb.connect(str(self.path), read_only=read_only),
+                                  lock_timeout)
 
-    def _open_waiting(self, open_fn) -> duckdb.DuckDBPyConnection:
-        """``open_fn()``, retried with backoff while another process holds the file's lock."""
+    def _open_waiting(self, open_fn,
+                      lock_timeout: float | None = None) -> duckdb.DuckDBPyConnection:
+        """``open_fn()``, retried with backoff while another process holds the file's lock
+        (for ``lock_timeout`` seconds, default the warehouse's)."""
         self._check_is_warehouse_file()
-        deadline = time.monotonic() + self.lock_timeout
+        patience = self.lock_timeout if lock_timeout is None else lock_timeout
+        deadline = time.monotonic() + patience
         delay = 0.005
         while True:
             try:
@@ -140,7 +145,7 @@ class Warehouse:
                 if time.monotonic() >= deadline:
                     raise WarehouseBusy(
                         f"warehouse {self.path} stayed locked by another process for "
-                        f"{self.lock_timeout:.0f}s ({exc}). Wait for it to finish, or raise "
+                        f"{patience:.0f}s ({exc}). Wait for it to finish, or raise "
                         f"{ENV_LOCK_TIMEOUT}.") from exc
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
@@ -285,14 +290,16 @@ class Warehouse:
         return con
 
     @contextmanager
-    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def write(self, lock_timeout: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection inside one transaction: committed on normal exit,
         rolled back on any exception (Ctrl-C included), closed either way.
+        ``lock_timeout`` overrides how long to wait for another process's lock (a writer
+        with other work to do tries briefly and comes back later).
 
         Keep the body short: other processes wait while it runs.
         """
         self._ensure_ready(create=True)
-        con = self._connect_for_write()
+        con = self._connect_for_write(lock_timeout)
         try:
             con.execute("BEGIN TRANSACTION")
             try:
@@ -317,11 +324,11 @@ class Warehouse:
             con.close()
             self._last_write_end = time.monotonic()
 
-    def _connect_for_write(self) -> duckdb.DuckDBPyConnection:
+    def _connect_for_write(self, lock_timeout: float | None = None) -> duckdb.DuckDBPyConnection:
         wait = self._last_write_end + WRITE_GAP - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        return self._connect(read_only=False)
+        return self._connect(read_only=False, lock_timeout=lock_timeout)
 
 
 STUDENT_MODEL_PREFIX = "student:"

@@ -22,6 +22,7 @@ negative).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -31,11 +32,17 @@ import pyarrow as pa
 
 from curator.grading import api
 from curator.grading.compare import UNPARSEABLE, NeedsSympy, Verdict
+from curator.errors import WarehouseBusy
 from curator.warehouse import Warehouse
 
 PAGE = 5_000
 FLUSH_ROWS = 5_000
 FLUSH_SECONDS = 1.0
+# While the warehouse is locked by another process: how often a commit is tried again,
+# how long each try waits for the lock, and how often the wait is reported.
+BUSY_RETRY_SECONDS = 3.0
+BUSY_TRY_SECONDS = 0.2
+BUSY_SAY_SECONDS = 30.0
 # Fewer sympy pairs than this go through the one warm guard worker instead of a pool.
 SMALL = 48
 
@@ -66,30 +73,69 @@ class GradeReport:
 _COLUMNS = ("sample_id", "correct", "status", "extracted", "normalized", "rule", "extraction")
 
 
+def _say(msg: str) -> None:
+    print(f"grading: {msg}", file=sys.stderr, flush=True)
+
+
 class _Writer:
-    """Buffers verdict rows and commits them in short transactions."""
+    """Buffers verdict rows and commits them in short transactions.
+
+    While another process holds the warehouse (a long `curator sql`, a notebook), a
+    commit cannot happen: the verdicts stay buffered, grading goes on (reading is still
+    possible beside a reader), and the commit is tried again every few seconds, each
+    time only briefly. Only the last commit waits the full lock timeout."""
 
     def __init__(self, wh: Warehouse, version: str, report: GradeReport,
-                 progress: Callable[[int], None] | None):
+                 progress: Callable[[int], None] | None,
+                 say: Callable[[str], None] | None = None):
         self.wh, self.version, self.report, self.progress = wh, version, report, progress
+        self.say = say or _say
         self.rows: list[tuple] = []
         self.last = time.monotonic()
         self.registered = False
+        self.busy_since: float | None = None     # first failed commit of the current wait
+        self._said = 0.0
 
     def add(self, sample_id: str, g: api.Grade) -> None:
         self.rows.append((sample_id, *g.as_row()))
         self.report.status[g.status] += 1
-        if len(self.rows) >= FLUSH_ROWS or time.monotonic() - self.last >= FLUSH_SECONDS:
-            self.flush()
+        gap = BUSY_RETRY_SECONDS if self.busy_since is not None else FLUSH_SECONDS
+        if (len(self.rows) >= FLUSH_ROWS and self.busy_since is None) \
+                or time.monotonic() - self.last >= gap:
+            self.flush(final=False)
 
-    def flush(self) -> None:
+    def flush(self, final: bool = True) -> None:
+        """Commit the buffered verdicts. Not ``final``: a locked warehouse keeps them
+        buffered (for the next try); ``final``: waits the full lock timeout and raises
+        :class:`WarehouseBusy` if it stays locked."""
         self.last = time.monotonic()
         if not self.rows:
             return
+        try:
+            self._commit(None if final else BUSY_TRY_SECONDS)
+        except WarehouseBusy:
+            now = time.monotonic()
+            if self.busy_since is None:
+                self.busy_since = now
+            if final:
+                raise
+            if now - self._said >= BUSY_SAY_SECONDS:
+                self._said = now
+                self.say(f"the warehouse is locked by another process (for "
+                         f"{now - self.busy_since:.0f}s now); {len(self.rows):,} verdicts wait "
+                         f"to be written and grading goes on; still trying")
+            return
+        if self.busy_since is not None:
+            self.say(f"the warehouse is free again after "
+                     f"{time.monotonic() - self.busy_since:.0f}s; verdicts written")
+            self.busy_since = None
+            self._said = 0.0
+
+    def _commit(self, lock_timeout: float | None) -> None:
         cols = list(zip(*self.rows))
         table = pa.table({name: pa.array(col, type=pa.bool_() if name == "correct" else pa.string())
                           for name, col in zip(_COLUMNS, cols)})
-        with self.wh.write() as con:
+        with self.wh.write(lock_timeout=lock_timeout) as con:
             if not self.registered:
                 con.execute("INSERT OR IGNORE INTO grader_versions (grader_version) VALUES (?)",
                             [self.version])
@@ -216,15 +262,32 @@ def grade_pending(wh: Warehouse, *, run_ids: list[str] | None = None, workers: i
     stats = StreamStats()
     items = (row for page in _pages(wh, run_ids, version) for row in page)
     try:
-        for sample_id, g in grade_stream(items, workers=workers, timeout=timeout, stats=stats):
-            writer.add(sample_id, g)
-    finally:
-        writer.flush()
-        report.seconds = time.monotonic() - t0
-        report.skipped_no_reference = stats.skipped_no_reference
-        report.pairs, report.sympy_pairs = stats.pairs, stats.sympy_pairs
-        report.sympy_seconds = stats.sympy_seconds
+        try:
+            for sample_id, g in grade_stream(items, workers=workers, timeout=timeout, stats=stats):
+                writer.add(sample_id, g)
+        finally:
+            writer.flush()
+            report.seconds = time.monotonic() - t0
+            report.skipped_no_reference = stats.skipped_no_reference
+            report.pairs, report.sympy_pairs = stats.pairs, stats.sympy_pairs
+            report.sympy_seconds = stats.sympy_seconds
+    except WarehouseBusy as exc:
+        raise WarehouseBusy(_what_is_left(wh, run_ids, version, report, writer, exc)) from exc
     return report
+
+
+def _what_is_left(wh: Warehouse, run_ids: list[str] | None, version: str,
+                  report: GradeReport, writer: _Writer, exc: WarehouseBusy) -> str:
+    """What a grading that could not write says is left undone."""
+    try:
+        left = f"{count_pending(wh, run_ids, version):,}"
+    except WarehouseBusy:
+        left = "the other"
+    unwritten = (f"; {len(writer.rows):,} verdicts computed could not be written"
+                 if writer.rows else "")
+    return (f"grading ended with work undone: {report.graded:,} verdicts written{unwritten}, "
+            f"and {left} samples are still ungraded. {exc} Re-run `curator grade` (it "
+            f"grades only what is left) once the other process lets go.")
 
 
 def _sympy_verdicts(keys: list[tuple[str, str, bool]], *, workers: int | None, timeout: float):

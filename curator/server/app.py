@@ -412,6 +412,19 @@ class TeacherServer:
         self._log_done(entry, 200, fault=fault, question=key is not None,
                        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
                        request_id=rid, finish_reasons=[c.finish_reason for c in comps])
+        if fault == "trickle":
+            # A correct answer, one byte at a time: every read a client makes gets a
+            # byte well within any per-read timeout, so only a deadline on the whole
+            # request ends it.
+            resp = web.StreamResponse(status=200, headers=headers)
+            resp.content_type = "application/json"
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            for i in range(len(data)):
+                await resp.write(data[i:i + 1])
+                await asyncio.sleep(self.config.trickle_s)
+            await resp.write_eof()
+            return resp
         return web.Response(body=data, content_type="application/json", headers=headers)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -689,7 +702,25 @@ class TeacherServer:
         return web.json_response(self.config.as_dict())
 
     async def admin_set_config(self, request: web.Request) -> web.Response:
-        changes = orjson.loads(await request.read())
+        # Reconfiguring the server is for the test or script that started it, never for
+        # a web page the user happens to visit: a page may POST a text/plain or form
+        # body to 127.0.0.1 without any preflight, so only a JSON body is accepted (a
+        # cross-origin JSON POST needs a CORS preflight, which this server never
+        # grants) and a request a browser marks as coming from another origin is refused.
+        refused = _cross_origin(request)
+        if refused:
+            return web.json_response({"error": refused}, status=403)
+        if request.content_type != "application/json":
+            return web.json_response(
+                {"error": f"POST /_curator/config takes an application/json body, not "
+                          f"{request.content_type or 'no content type'}"}, status=415)
+        try:
+            changes = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return web.json_response({"error": f"the body is not JSON: {exc}"}, status=400)
+        if not isinstance(changes, dict):
+            return web.json_response({"error": "the body must be a JSON object of settings"},
+                                     status=400)
         try:
             self.config.update(changes)
         except CuratorError as exc:
@@ -697,6 +728,27 @@ class TeacherServer:
         if "seed" in changes:
             self.rng = random.Random(self.config.seed)
         return web.json_response(self.config.as_dict())
+
+
+def _cross_origin(request: web.Request) -> str | None:
+    """Why a browser-made request comes from another site, or None. Browsers send
+    ``Origin`` on every cross-origin POST (and ``Sec-Fetch-Site``); scripts and the SDK
+    clients send neither."""
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        from urllib.parse import urlsplit
+        try:
+            o = urlsplit(origin)
+            same = (o.scheme in ("http", "https") and o.netloc.lower() == request.host.lower())
+        except ValueError:
+            same = False
+        if not same:
+            return (f"cross-origin request refused (Origin {origin!r} is not "
+                    f"http://{request.host})")
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return f"cross-origin request refused (Sec-Fetch-Site: {site})"
+    return None
 
 
 def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,

@@ -8,7 +8,7 @@ from curator.errors import CuratorError
 
 # Faults a request can be answered with. 'ok' is a normal answer.
 FAULTS = ("ok", "429", "500", "503", "hang", "drop", "malformed", "length",
-          "content_filter", "echo_key")
+          "content_filter", "echo_key", "trickle")
 # Faults for items inside a batch.
 BATCH_FAULTS = ("ok", "error", "expired")
 
@@ -24,6 +24,7 @@ class ServerConfig:
     fault_sequence: list[str] = field(default_factory=list)
     retry_after_s: float = 1.0         # sent with every 429
     hang_s: float = 30.0               # a 'hang' answers only after this long
+    trickle_s: float = 1.0             # a 'trickle' sends its answer one byte per this long
     # rate limits the server enforces (429 beyond them), per rate_window_s
     rpm: int | None = None
     input_tpm: int | None = None
@@ -57,6 +58,8 @@ class ServerConfig:
             if name not in BATCH_FAULTS:
                 raise CuratorError(f"unknown batch item fault {name!r}; known: "
                                    f"{', '.join(BATCH_FAULTS)}")
+        if not self.trickle_s > 0:
+            raise CuratorError("trickle_s must be positive")
         if self.rate_window_s <= 0:
             raise CuratorError("rate_window_s must be positive")
         return self

@@ -23,7 +23,7 @@ from curator.errors import CuratorError
 from curator.ids import sample_id, stable_id
 from curator.teachers.generate import GenerateSpec, Plan, record_runs
 from curator.teachers.pricing import PriceTable, split_tokens
-from curator.teachers.providers import Redactor, api_key, make_adapter
+from curator.teachers.providers import Redactor, api_key, make_adapter, safe_url, url_secrets
 from curator.teachers.store import write_records
 from curator.warehouse import Warehouse, scalar
 
@@ -95,6 +95,12 @@ def submit(wh: Warehouse, spec: GenerateSpec, plan: Plan, *, max_requests: int |
     base_url = spec.base_urls[0] if spec.base_urls else None
     if len(spec.base_urls) > 1:
         raise CuratorError("--batch sends to one endpoint: give a single --base-url")
+    if base_url is not None and url_secrets(base_url):
+        # A batch's URL is stored to collect it later: it must hold no secret.
+        raise CuratorError(f"--base-url {safe_url(base_url)!r}: --batch stores the endpoint "
+                           f"to collect its results later, so it cannot carry credentials "
+                           f"({', '.join(url_secrets(base_url))}); put the key in the "
+                           "environment (--api-key-env) instead")
     adapter = make_adapter(spec.provider)
     items = [_Item(_custom_id(j.run.run_id, j.problem_id, j.indexes), j.run.run_id,
                    j.problem_id, list(j.indexes),

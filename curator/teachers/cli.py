@@ -122,19 +122,34 @@ def generate(
                   f"{error_summary(st)}", highlight=False)
     if rep.replayed:
         console.print(f"first stored {rep.replayed:,} journal records left by an interrupted run")
+    if rep.claimed_elsewhere.samples:
+        from curator.cli import err_console
+        pids = ", ".join(map(str, rep.claimed_elsewhere.pids))
+        err_console.print(f"{rep.claimed_elsewhere.samples:,} missing samples were left to "
+                          f"another `curator generate` on this warehouse (pid {pids}), which "
+                          f"is requesting them now; re-run after it ends to retry any it "
+                          f"could not get", highlight=False)
     if rep.stop_reason == "max_cost":
         console.print(f"[yellow]stopped dispatching at --max-cost ${max_cost}: "
                       f"{rep.not_requested:,} samples not requested; re-run with a higher budget "
                       f"to continue[/yellow]")
     elif rep.stop_reason and rep.stop_reason != "interrupted":
         console.print(f"[yellow]stopped: {rep.stop_reason}[/yellow]")
+    from curator.cli import err_console
+    if st.uncommitted:
+        err_console.print(f"{st.uncommitted:,} journal records (answers received and paid "
+                          f"for) are not in the warehouse yet: it stayed locked by another "
+                          f"process. They are safe in {wh.path}.journal and the next "
+                          f"`curator generate` stores them first"
+                          + (" (then `curator grade` grades them)" if grade else ""),
+                          highlight=False)
     if rep.grade_error:
-        console.print(f"[yellow]grading stopped: {rep.grade_error}[/yellow]")
+        err_console.print(f"grading incomplete: {rep.grade_error}", highlight=False)
     if st.failed:
-        from curator.cli import err_console
         err_console.print(f"{st.failed:,} of {st.total:,} samples still missing (failed and "
                           f"stored with their error); re-run the same command to retry them",
                           highlight=False)
+    if st.failed or st.uncommitted or rep.grade_error:
         raise typer.Exit(1)
 
 
@@ -190,9 +205,10 @@ def serve(
     pad_tokens: Annotated[int, typer.Option(help="Pad scripted answers to about this many tokens.")] = 0,
     latency_ms: Annotated[float, typer.Option(help="Fixed latency of every answer.")] = 0.0,
     jitter_ms: Annotated[float, typer.Option(help="Extra uniform random latency up to this.")] = 0.0,
-    fault: Annotated[Optional[list[str]], typer.Option(help="NAME=RATE, e.g. 429=0.2, 500=0.05, 503=0.05, hang=0.01, drop=0.01, malformed=0.01, length=0.05, content_filter=0.01 (repeatable).")] = None,
+    fault: Annotated[Optional[list[str]], typer.Option(help="NAME=RATE, e.g. 429=0.2, 500=0.05, 503=0.05, hang=0.01, drop=0.01, malformed=0.01, length=0.05, content_filter=0.01, trickle=0.01 (repeatable).")] = None,
     retry_after: Annotated[float, typer.Option(help="Retry-After seconds sent with injected 429s.")] = 1.0,
     hang_s: Annotated[float, typer.Option(help="How long a 'hang' fault waits before answering.")] = 30.0,
+    trickle_s: Annotated[float, typer.Option(help="Seconds between the bytes of a 'trickle' fault's answer.")] = 1.0,
     rpm: Annotated[Optional[int], typer.Option(help="Enforce this many requests per minute (429 beyond).")] = None,
     input_tpm: Annotated[Optional[int], typer.Option(help="Enforce input tokens per minute.")] = None,
     output_tpm: Annotated[Optional[int], typer.Option(help="Enforce output tokens (max_tokens x n) per minute.")] = None,
@@ -222,7 +238,7 @@ def serve(
         except ValueError:
             raise CuratorError(f"--fault {f!r}: expected NAME=RATE, e.g. 429=0.2") from None
     cfg = ServerConfig(latency_ms=latency_ms, latency_jitter_ms=jitter_ms, fault_rates=rates,
-                       retry_after_s=retry_after, hang_s=hang_s, rpm=rpm, input_tpm=input_tpm,
+                       retry_after_s=retry_after, hang_s=hang_s, trickle_s=trickle_s, rpm=rpm, input_tpm=input_tpm,
                        output_tpm=output_tpm, rate_window_s=rate_window,
                        replay=[str(p) for p in replay or []], script=list(script or []),
                        pad_tokens=pad_tokens, n_max=n_max, batch_delay_s=batch_delay,

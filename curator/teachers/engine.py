@@ -28,7 +28,8 @@ from curator.teachers.limits import (DEFAULT_SAFETY, Endpoint, EndpointPool, Lim
                                      RateLimiter, backoff_delay)
 from curator.teachers.pricing import Price, split_tokens
 from curator.teachers.prompts import Template
-from curator.teachers.providers import Adapter, Failure, Redactor, Reply, classify
+from curator.teachers.providers import (Adapter, Failure, Redactor, Reply, classify, safe_url,
+                                        url_secrets)
 from curator.warehouse import Warehouse
 
 TRUNCATED_POLICIES = ("keep", "retry")
@@ -91,6 +92,8 @@ class Stats:
     started: float = field(default_factory=time.monotonic)
     stop_reason: str | None = None
     endpoints_down: list = field(default_factory=list)
+    waiting: str | None = None     # why commits are waiting (the warehouse is locked)
+    uncommitted: int = 0           # journal records not in the warehouse when the run ended
     recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (t, samples, tokens)
 
     def rates(self, window: float = 10.0) -> tuple[float, float]:
@@ -100,6 +103,17 @@ class Stats:
         recent = [r for r in list(self.recent) if r[0] >= now - window]
         span = min(window, max(1e-3, now - self.started))
         return (len(recent) / span, sum(t for _, _, t in recent) / span)
+
+
+def _url_secret_values(urls: list[str | None]) -> list[str]:
+    from urllib.parse import parse_qsl, urlsplit
+    out = []
+    for url in urls:
+        if url and url_secrets(url):
+            parts = urlsplit(url)
+            out += [v for v in (parts.password,) if v]
+            out += [v for k, v in parse_qsl(parts.query) if k in url_secrets(url)]
+    return out
 
 
 class Engine:
@@ -118,11 +132,14 @@ class Engine:
         self.journal = journal
         self.on_commit = on_commit
         self.rng = rng or random.Random()
-        self.redact = Redactor(api_key)
+        # Secrets in a URL (a gateway's ?key=...) are redacted from error texts too.
+        self.redact = Redactor(api_key, *_url_secret_values(base_urls))
         self.limiter = RateLimiter(opts.limits, opts.rate_safety)
         per_endpoint = max(1, opts.concurrency)
         self.pool = EndpointPool([
-            Endpoint(url or "(default)", adapter.make_client(url, api_key, opts.timeout, per_endpoint))
+            # The endpoint's name, as stored in every sample and attempt: never with
+            # the credentials a URL may carry.
+            Endpoint(safe_url(url) or "(default)", adapter.make_client(url, api_key, opts.timeout, per_endpoint))
             for url in base_urls])
         self.fatal: Failure | None = None
         self.error: BaseException | None = None
@@ -135,6 +152,7 @@ class Engine:
         self._remaining = 0
         self._in_flight_tasks: set[asyncio.Task] = set()
         self._last_grade = 0.0
+        self._busy_since: float | None = None
         self.grade_error: BaseException | None = None
 
     # -- public ----------------------------------------------------------------------
@@ -289,12 +307,21 @@ class Engine:
             ids = job.sample_ids()
             self.stats.requests += 1
             t0 = time.monotonic()
+            # --timeout is a deadline on the whole request: the SDKs' own timeout bounds
+            # each read, so a server sending a byte every few seconds would hold the
+            # request (and a concurrency slot) for as long as it likes.
+            deadline = asyncio.timeout(self.opts.timeout)
             try:
-                reply = await self.adapter.send(ep.client, body, ids, self.opts.timeout)
+                async with deadline:
+                    reply = await self.adapter.send(ep.client, body, ids, self.opts.timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failure = classify(exc, self.redact)
+                if isinstance(exc, TimeoutError) and deadline.expired():
+                    failure = Failure("timeout", f"no complete answer within --timeout "
+                                                 f"{self.opts.timeout:g}s; abandoned")
+                else:
+                    failure = classify(exc, self.redact)
                 self._on_failure(job, ep, failure, (time.monotonic() - t0) * 1000)
                 return
             self._on_reply(job, ep, reply, (time.monotonic() - t0) * 1000,
@@ -467,7 +494,15 @@ class Engine:
             await asyncio.shield(asyncio.to_thread(self._write, records))
         except WarehouseBusy:
             self.journal.untake(batch)     # still safe in the journal; try again later
+            if self._busy_since is None:
+                self._busy_since = time.time()
+            self.stats.waiting = (
+                f"the warehouse is locked by another process (since "
+                f"{time.strftime('%H:%M:%S', time.localtime(self._busy_since))}); "
+                f"{self.journal.backlog:,} records wait safely in the journal; still trying")
             return False
+        self._busy_since = None
+        self.stats.waiting = None
         for seg, rs in batch:
             self.journal.committed(seg, len(rs))
         self.stats.committed += len(records)
@@ -492,10 +527,19 @@ class Engine:
             await self._maybe_grade()
 
     async def _commit_all(self) -> None:
+        busy = 0
         for _ in range(100):
-            if await self._commit_once() and not self.journal.backlog:
-                return
+            if await self._commit_once():
+                if not self.journal.backlog:
+                    return
+            else:
+                # Each try waited the whole lock timeout: after two, the records stay in
+                # the journal (safe) for the next run, and the report says so.
+                busy += 1
+                if busy >= 2:
+                    break
             await asyncio.sleep(0.2)
+        self.stats.uncommitted = self.journal.backlog
 
     async def _maybe_grade(self, force: bool = False) -> None:
         """Grade what has been committed (--grade), at most every grade_interval s."""
@@ -506,5 +550,13 @@ class Engine:
             self._last_grade = now
             try:
                 await asyncio.shield(asyncio.to_thread(self.on_commit))
+            except WarehouseBusy as exc:
+                # A reader holds the warehouse: grading waits (it said so) and is tried
+                # again; only the last try at the end of the run counts.
+                if force:
+                    self.grade_error = exc
+                elif not self.stats.waiting:
+                    self.stats.waiting = ("grading waits: the warehouse is locked by another "
+                                          "process; still trying")
             except Exception as exc:     # generation goes on; the report says grading stopped
                 self.grade_error = exc

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from curator.errors import CuratorError
 from curator.ids import stable_id
 from curator.teachers import journal as journal_mod
+from curator.teachers.claims import Claimed, claim_missing
 from curator.teachers.engine import Engine, EngineOptions, Job, RunPlan, Stats
 from curator.teachers.limits import LimitSpec
 from curator.teachers.pricing import PriceTable
 from curator.teachers.prompts import Template, family_template, load_template
-from curator.teachers.providers import PROVIDERS, api_key, make_adapter
+from curator.teachers.providers import _KEY_ENV, PROVIDERS, api_key, make_adapter, safe_url
 from curator.teachers.store import (Selection, ensure_run, pending_batch_samples,
                                     select_problems, stored_samples)
 from curator.warehouse import Warehouse
@@ -122,6 +123,8 @@ class GenerateReport:
     replayed: int                 # journal records of an earlier, killed run stored first
     stop_reason: str | None
     grade_error: str | None = None
+    # samples this invocation left to other live `curator generate` processes
+    claimed_elsewhere: Claimed = field(default_factory=Claimed)
 
     @property
     def not_requested(self) -> int:
@@ -161,6 +164,8 @@ def plan_generation(wh: Warehouse, spec: GenerateSpec) -> Plan:
         raise CuratorError("--max-tokens must be at least 1")
     if spec.temperature is not None and not spec.temperature >= 0:
         raise CuratorError(f"--temperature {spec.temperature}: must be 0 or more")
+    if not spec.timeout > 0:
+        raise CuratorError(f"--timeout {spec.timeout}: must be more than 0 seconds")
     if spec.max_cost is not None and not spec.max_cost > 0:
         raise CuratorError(f"--max-cost {spec.max_cost}: must be more than 0 (USD)")
     from urllib.parse import urlsplit
@@ -172,8 +177,17 @@ def plan_generation(wh: Warehouse, spec: GenerateSpec) -> Plan:
         except ValueError:
             ok = False
         if not ok:
-            raise CuratorError(f"--base-url {url!r}: expected an http:// or https:// URL, "
-                               "e.g. http://127.0.0.1:8765/v1")
+            raise CuratorError(f"--base-url {safe_url(url)!r}: expected an http:// or "
+                               "https:// URL, e.g. http://127.0.0.1:8765/v1")
+        if parts.username is not None or parts.password is not None:
+            # The SDKs cannot send a request to such a URL (they refuse to combine it
+            # with their own Authorization header), and it would put a secret into
+            # every stored attempt: refuse it before anything is sent.
+            raise CuratorError(f"--base-url {safe_url(url)!r}: credentials in the URL "
+                               "(user:password@) are not supported; give the endpoint "
+                               "without them and put the key in the environment "
+                               f"({' or '.join(_KEY_ENV[spec.provider])}, or name a "
+                               "variable with --api-key-env)")
     if spec.provider == "openai-compatible" and not spec.base_urls:
         raise CuratorError("--provider openai-compatible needs at least one --base-url")
     adapter = make_adapter(spec.provider)
@@ -276,11 +290,18 @@ def generate(wh: Warehouse, spec: GenerateSpec, *, progress=None, dry_run: bool 
 
     ``progress`` is an object with ``start(stats)`` and ``stop()`` (the CLI's display).
     """
-    replayed = 0 if dry_run else journal_mod.replay(wh)
-    if plan is None:
-        plan = plan_generation(wh, spec)
     if dry_run:
-        return plan
+        return plan if plan is not None else plan_generation(wh, spec)
+    given = plan
+    # Planning and claiming happen together, so that a second process on the same
+    # warehouse never requests (and pays for) a sample this one is requesting.
+    with claim_missing(wh, lambda: given if given is not None else plan_generation(wh, spec)
+                       ) as (plan, elsewhere, replayed):
+        return _generate_claimed(wh, spec, plan, progress, replayed, elsewhere)
+
+
+def _generate_claimed(wh: Warehouse, spec: GenerateSpec, plan: Plan, progress,
+                      replayed: int, elsewhere: Claimed) -> GenerateReport:
     key = api_key(spec.provider, spec.api_key_env)
     grade = _grade_hook(wh, [r.run_id for r in plan.runs]) if spec.grade else None
     record_runs(wh, plan)
@@ -310,7 +331,8 @@ def generate(wh: Warehouse, spec: GenerateSpec, *, progress=None, dry_run: bool 
                            f"{engine.fatal.message}. Stored samples are kept; fix the cause "
                            f"and re-run the same command to continue.")
     report = GenerateReport(plan, stats, time.monotonic() - t0, replayed, stats.stop_reason,
-                            None if engine.grade_error is None else str(engine.grade_error))
+                            None if engine.grade_error is None else str(engine.grade_error),
+                            elsewhere)
     if stats.stop_reason == "interrupted":
         raise GenerationInterrupted(report)
     return report

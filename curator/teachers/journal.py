@@ -212,9 +212,10 @@ def read_segment(path: Path) -> list[dict]:
     return out
 
 
-def replay(wh: Warehouse, chunk: int = 20_000) -> int:
+def replay(wh: Warehouse, chunk: int = 20_000, keep_dir: bool = False) -> int:
     """Write journals of dead generations into the warehouse and delete them. Returns
-    the number of records replayed. Segments held by a live process are left alone."""
+    the number of records replayed. Segments held by a live process are left alone.
+    The emptied directory is removed unless ``keep_dir``."""
     from curator.teachers.store import write_records
 
     d = journal_dir(wh)
@@ -239,6 +240,8 @@ def replay(wh: Warehouse, chunk: int = 20_000) -> int:
                     write_records(con, records[i:i + chunk])
             total += len(records)
             path.unlink()
+    if keep_dir:
+        return total
     try:
         d.rmdir()
     except OSError:

@@ -34,7 +34,8 @@ def summary_line(st: Stats) -> str:
     errs = ", ".join(f"{k} {v}" for k, v in Counter(dict(st.failures)).most_common()) or "none"
     return (f"{st.done}/{st.total} samples ({st.failed} failed, {st.truncated} truncated) | "
             f"{req_s:.1f} req/s | {tok_s:,.0f} tok/s | {spend} | ETA {_eta(st)} | "
-            f"in flight {st.in_flight} | retried errors: {errs}")
+            f"in flight {st.in_flight} | retried errors: {errs}"
+            + (f" | waiting: {st.waiting}" if st.waiting else ""))
 
 
 class _View:
@@ -57,6 +58,8 @@ class _View:
         t.add_row("errors", errs)
         if st.endpoints_down:
             t.add_row("skipping", ", ".join(st.endpoints_down))
+        if st.waiting:
+            t.add_row("waiting", st.waiting)
         return t
 
 
@@ -84,9 +87,15 @@ class Progress:
             self._live.start()
 
     def _log_loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            print(f"[{time.strftime('%H:%M:%S')}] {summary_line(self.st)}", file=sys.stderr,
-                  flush=True)
+        last, waiting = time.monotonic(), None
+        while not self._stop.wait(min(1.0, self.interval)):
+            # every interval, and at once when commits start waiting for the warehouse
+            now = time.monotonic()
+            if now - last >= self.interval or (self.st.waiting and not waiting):
+                last = now
+                print(f"[{time.strftime('%H:%M:%S')}] {summary_line(self.st)}",
+                      file=sys.stderr, flush=True)
+            waiting = self.st.waiting
 
     def stop(self) -> None:
         self._stop.set()

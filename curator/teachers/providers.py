@@ -81,6 +81,43 @@ def api_key(provider: str, env_name: str | None = None) -> str | None:
                        f"(or name another variable with --api-key-env)")
 
 
+# Query-string parameters that carry credentials in the URLs some gateways take.
+_SECRET_PARAMS = {"api_key", "api-key", "apikey", "key", "token", "access_token",
+                  "auth", "password", "secret", "sig", "signature", "code"}
+
+
+def url_secrets(url: str) -> list[str]:
+    """What in an endpoint URL is a credential: the userinfo (``user:pass@``) and the
+    values of query parameters such as ``api_key``, ``key`` or ``token``."""
+    from urllib.parse import parse_qsl, urlsplit
+    parts = urlsplit(url)
+    found = []
+    if parts.username or parts.password:
+        found.append("userinfo")
+    found += [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+              if k.lower() in _SECRET_PARAMS]
+    return found
+
+
+def safe_url(url: str | None) -> str | None:
+    """The URL as it may be stored, printed or logged: userinfo removed, credential
+    query parameters' values replaced by ``REDACTED``."""
+    if url is None:
+        return None
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port is not None else "")
+    except ValueError:
+        return "(unparseable URL)"
+    query = urlencode([(k, "REDACTED" if k.lower() in _SECRET_PARAMS else v)
+                       for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 class Redactor:
     """Removes the key in use, and anything that looks like a key, from text."""
 

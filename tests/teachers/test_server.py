@@ -188,3 +188,30 @@ def test_request_log_never_holds_the_key(serve, tmp_path):
     srv.stop_thread()
     text = log.read_text()
     assert "s_1,s_2" in text and secret not in text
+
+
+def test_config_endpoint_takes_json_only_and_refuses_other_origins(serve):
+    srv = serve()
+    url = srv.base_url + "/_curator/config"
+    # what any web page can send without a preflight: a text/plain "simple request"
+    r = httpx2.post(url, content=b'{"fault_rates": {"500": 1.0}}',
+                    headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and "application/json" in r.json()["error"]
+    r = httpx2.post(url, data={"seed": "3"})     # a form post
+    assert r.status_code == 415
+    # a JSON body from another origin (as a browser would label it)
+    r = httpx2.post(url, json={"fault_rates": {"500": 1.0}},
+                    headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403 and "cross-origin" in r.json()["error"]
+    r = httpx2.post(url, json={"seed": 5}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    r = httpx2.post(url, content=b"[1, 2]", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert srv.config.fault_rates == {} and srv.config.seed == 0   # nothing changed
+    # the same host, or no browser at all (tests, scripts), may reconfigure it
+    r = httpx2.post(url, json={"seed": 5}, headers={"Origin": srv.base_url})
+    assert r.status_code == 200 and srv.config.seed == 5
+    r = httpx2.post(url, json={"fault_rates": {"500": 1.0}})
+    assert r.status_code == 200 and srv.config.fault_rates == {"500": 1.0}
+    with pytest.raises(openai.InternalServerError):
+        _oa(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
