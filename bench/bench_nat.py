@@ -94,8 +94,9 @@ def worker(args) -> dict:
 
     from distill import data as D
     from distill.models import load_tokenizer
-    from distill.train import build_baseline, build_nat_stage1, build_nat_stage2, load_base
-    from distill.trainers import NATConfig, SFTConfig
+    from distill.baselines import SFTConfig, build_baseline
+    from distill.nat.trainer import NATConfig, build_nat_stage1, build_nat_stage2
+    from distill.run import load_base
 
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"

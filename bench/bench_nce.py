@@ -78,8 +78,7 @@ def build_model(out: Path, preset: str) -> Path:
 def build_nat(model: Path, data: Path, out: Path) -> Path:
     """A NAT output on ``model`` (one step per stage: the step cost of NCE does not depend
     on what the teacher learned)."""
-    from distill.train import train_nat
-    from distill.trainers import NATConfig
+    from distill.nat.trainer import NATConfig, train_nat
     if (out / "pos" / "adapter_model.safetensors").exists():
         return out
     cfg = NATConfig(output_dir=str(out / "trainer"), max_steps=1, per_device_train_batch_size=2,
@@ -92,11 +91,11 @@ def full_logits_trainer(base_cls):
     """``base_cls`` (NCETrainer) with the loss of the released code's arrangement: teacher
     "nat" and "neg" logits over the whole sequence from ``self.teacher`` (a separate model,
     or None: the student's own model), the student's full logits, and
-    :func:`distill.nce.nce_sums` on the ``[B, T, V]`` tensors."""
+    :func:`distill.nce.loss.nce_sums` on the ``[B, T, V]`` tensors."""
     import torch
 
     from distill.adapters import NAT, NEG, adapter_mode
-    from distill.nce import calibration_beta, distill_positions, kl_divergence, nce_sums
+    from distill.nce.loss import calibration_beta, distill_positions, kl_divergence, nce_sums
 
     class FullLogitsNCETrainer(base_cls):
         teacher = None
@@ -184,9 +183,9 @@ def worker(args) -> dict:
     from distill import data as D
     from distill.adapters import NEG, POS, load_adapter
     from distill.models import attach_lora, load_peft, load_tokenizer
-    from distill.nce import (STUDENT, BetaStore, NCECollator, NCEConfig, NCETrainer, build_nce,
-                             nce_dataset)
-    from distill.train import load_base
+    from distill.nce import STUDENT, BetaStore, NCECollator, NCEConfig, NCETrainer, build_nce
+    from distill.nce.trainer import nce_dataset
+    from distill.run import load_base
 
     torch.set_num_threads(args.threads)
     cuda = args.device == "cuda"

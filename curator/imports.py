@@ -9,7 +9,6 @@ of (format, model, file content), so importing the same file again adds nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 import polars as pl
 
 from curator import ids
+from curator.durable import sha256_file
 from curator.errors import CuratorError, InputError
 from curator.latex import last_boxed
 from curator.sources import (
@@ -161,14 +161,6 @@ def read_jsonl_rationales(path: Path, model: str | None, collector: Collector) -
     return out
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _link(con, rationales: list[Rationale], dataset: str, split: str,
           path: Path, collector: Collector) -> tuple[list[tuple[Rationale, str]], list[Problem], int]:
     """Resolve each rationale's problem id. Returns (rationale, problem id) pairs, the
@@ -262,7 +254,7 @@ def import_samples(wh: Warehouse, fmt: str, path: str | Path, *, model: str | No
         rationales = read_tdg(path, model, collector)
     else:
         rationales = read_jsonl_rationales(path, model, collector)
-    digest = _file_digest(path)
+    digest = sha256_file(path)
     report = ImportReport()
     with wh.write() as con:
         pairs, new_problems, _ = _link(con, rationales, dataset, split, path, collector)

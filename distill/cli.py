@@ -1,5 +1,7 @@
 """The ``distill`` command line. Commands only parse options and call library functions
-(:mod:`distill.tiny`, :mod:`distill.train`, :mod:`distill.generate`); heavy imports happen
+(:mod:`distill.tiny`, :mod:`distill.baselines`, :mod:`distill.nat`, :mod:`distill.nce`,
+:mod:`distill.generate`, and through :mod:`distill.cli_asc` ASC, eval and compare); every
+command is a module-level function that can be imported and called. Heavy imports happen
 inside the command bodies so that ``distill --help`` is fast.
 
 Every training command takes the same knobs with the same names (``--epochs``,
@@ -11,14 +13,19 @@ command under ``torchrun --nproc-per-node N -m distill.cli ...`` or ``accelerate
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from curator.errors import CuratorError
+from distill import cli_asc
+from distill.cli_options import (Base, BatchSize, Bf16, Chat, Cpu, Data, Epochs, Fp16,
+                                 GradAccum, GradCkpt, LogSteps, LoraAlpha, LoraDropout, LoraR,
+                                 Lr, MaxLength, MaxSteps, OnPrompt, Out, Overwrite, Resume,
+                                 SaveSteps, Seed, Split, Targets, Template, Warmup, console,
+                                 guard_out, prompt_format, report)
+from distill.knobs import Knobs
 
 app = typer.Typer(
     name="distill",
@@ -26,114 +33,6 @@ app = typer.Typer(
          "with the integration gate) and the baselines (sft, mix, nt, ul, cl); sample "
          "rationales from students for `curator import jsonl`.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console(stderr=True)
-
-
-# -- shared options ------------------------------------------------------------------------
-
-Data = Annotated[Path, typer.Option("--data", help="`curator export` output: its directory, a .jsonl[.gz]/.parquet file, or a save_to_disk directory.")]
-Split = Annotated[str, typer.Option("--split", help="Split to train on when --data is an export directory.")]
-Base = Annotated[str, typer.Option("--base", help="Base causal LM: a local directory (e.g. from `distill init-tiny`) or a hub name.")]
-Out = Annotated[Path, typer.Option("--out", help="Output directory (adapters, training_args.json, loss curves).")]
-Epochs = Annotated[float, typer.Option("--epochs", help="Training epochs.")]
-MaxSteps = Annotated[int, typer.Option("--max-steps", help="Stop after this many optimiser steps (overrides --epochs; -1: off).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per device per micro-batch (cl: problems).")]
-GradAccum = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimiser step.")]
-Lr = Annotated[float, typer.Option("--lr", help="Peak learning rate (linear decay).")]
-LoraR = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
-LoraAlpha = Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scale = alpha / r).")]
-LoraDropout = Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")]
-Targets = Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names to adapt (default: peft's for the architecture, q_proj,v_proj for Llama).")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
-Bf16 = Annotated[bool, typer.Option("--bf16", help="Load the base in bfloat16 and train with bf16 autocast (adapters stay float32).")]
-Fp16 = Annotated[bool, typer.Option("--fp16", help="Load the base in float16 and train with fp16 mixed precision (GPU).")]
-MaxLength = Annotated[int, typer.Option("--max-length", min=16, help="Tokens per example (prompt + rationale); longer rationales are cut.")]
-Template = Annotated[Optional[str], typer.Option("--prompt-template", help="Plain prompt template with {question} (default: 'Question: {question}\\nAnswer: ').")]
-Chat = Annotated[bool, typer.Option("--chat-template", help="Format prompts with the tokenizer's chat template instead.")]
-OnPrompt = Annotated[bool, typer.Option("--train-on-prompt", help="Also train on prompt tokens (the paper's code did; default: prompt masked).")]
-GradCkpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward to save memory.")]
-LogSteps = Annotated[int, typer.Option("--logging-steps", help="Log the loss every N optimiser steps.")]
-Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps.")]
-Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
-SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimiser steps into OUT/.../checkpoints (0: only the final adapter).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again into an OUT that already holds a finished run, replacing it.")]
-
-
-def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """A finished run is never replaced by accident (a student trained from it would no
-    longer match it)."""
-    from distill.student import MANIFEST, read_manifest
-    if resume or overwrite or not (Path(out) / MANIFEST).is_file():
-        return
-    kind = read_manifest(out).get("method") or "distill"
-    raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
-                       f"--overwrite to train again over it, --resume to keep it, or choose "
-                       f"another --out")
-
-
-@dataclass
-class Knobs:
-    """The training knobs every training command shares."""
-    epochs: float
-    max_steps: int
-    batch_size: int
-    grad_accum: int
-    lr: float
-    lora_r: int
-    lora_alpha: int
-    lora_dropout: float
-    target_modules: Optional[str]
-    seed: int
-    bf16: bool
-    fp16: bool
-    max_length: int
-    train_on_prompt: bool
-    gradient_checkpointing: bool
-    logging_steps: int
-    warmup_steps: int
-    cpu: bool
-    save_steps: int = 0
-
-    def config(self, cls, out: Path, **extra):
-        if self.bf16 and self.fp16:
-            raise CuratorError("choose one of --bf16 and --fp16")
-        targets = [t.strip() for t in self.target_modules.split(",") if t.strip()] \
-            if self.target_modules else None
-        return cls(output_dir=str(out), num_train_epochs=self.epochs, max_steps=self.max_steps,
-                   per_device_train_batch_size=self.batch_size,
-                   gradient_accumulation_steps=self.grad_accum, learning_rate=self.lr,
-                   lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                   target_modules=targets, seed=self.seed, bf16=self.bf16, fp16=self.fp16,
-                   max_length=self.max_length, train_on_prompt=self.train_on_prompt,
-                   activation_checkpointing=self.gradient_checkpointing,
-                   activation_checkpointing_kwargs={"use_reentrant": False},
-                   logging_steps=self.logging_steps, warmup_steps=self.warmup_steps,
-                   use_cpu=self.cpu or not _cuda(),
-                   save_strategy="steps" if self.save_steps > 0 else "no",
-                   save_steps=self.save_steps if self.save_steps > 0 else 500, **extra)
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
-def prompt_format(template: str | None, chat: bool):
-    from distill.data import DEFAULT_TEMPLATE, PromptFormat
-    if chat and template:
-        raise CuratorError("choose one of --prompt-template and --chat-template")
-    return PromptFormat(template=template or DEFAULT_TEMPLATE, chat=chat)
-
-
-def _report(results: dict) -> None:
-    for name, r in results.items():
-        loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "n/a"
-        cut = f", {r.encode.truncated} cut to --max-length" if r.encode.truncated else ""
-        dropped = (f", {r.encode.dropped_prompt_too_long} dropped (prompt longer than "
-                   f"--max-length)") if r.encode.dropped_prompt_too_long else ""
-        console.print(f"{name}: {r.examples} examples{cut}{dropped}; {r.steps} steps; "
-                      f"last loss {loss} -> {r.out}")
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -198,15 +97,12 @@ def train(
     save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
 ) -> None:
     """Train one LoRA adapter with a baseline method of the paper."""
-    from distill.train import METHODS, train_baseline
-    from distill.trainers import TRAINERS
+    from distill.baselines import METHODS, TRAINERS, train_baseline
 
     if method not in METHODS:
         raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
     guard_out(out, resume, overwrite)
-    knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
-                  lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
-                  gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
+    knobs = Knobs.of(locals())
     extra = {"nt": {"neg_weight": neg_weight}, "ul": {"ul_weight": ul_weight},
              "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
                     "cl_group_size": cl_group_size}}.get(method, {})
@@ -214,7 +110,7 @@ def train(
     result = train_baseline(method, data, base, out, config,
                             prompt_format(prompt_template, chat_template), split=split,
                             resume=resume)
-    _report({method: result})
+    report({method: result})
 
 
 @app.command()
@@ -240,13 +136,10 @@ def nat(
     the `pos` adapter and the integration gates on positives."""
     import dataclasses
 
-    from distill.train import train_nat
-    from distill.trainers import NATConfig
+    from distill.nat.trainer import NATConfig, train_nat
 
     guard_out(out, resume, overwrite)
-    knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
-                  lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
-                  gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
+    knobs = Knobs.of(locals())
     gate = {"gate_width": gate_width, "gate_beta": gate_beta, "gate_temperature": gate_temperature}
     config = knobs.config(NATConfig, out, **gate)
     neg_config = None
@@ -257,7 +150,7 @@ def nat(
         neg_config = k1.config(NATConfig, out, **gate)
     results = train_nat(data, base, out, config, prompt_format(prompt_template, chat_template),
                         neg=neg, neg_config=neg_config, split=split, resume=resume)
-    _report(results)
+    report(results)
 
 
 @app.command()
@@ -285,16 +178,14 @@ def nce(
     from distill.nce import NCEConfig, train_nce
 
     guard_out(out, resume, overwrite)
-    knobs = Knobs(epochs, max_steps, batch_size, grad_accum, lr, lora_r, lora_alpha,
-                  lora_dropout, target_modules, seed, bf16, fp16, max_length, train_on_prompt,
-                  gradient_checkpointing, logging_steps, warmup_steps, cpu, save_steps)
+    knobs = Knobs.of(locals())
     config = knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
                           precompute_beta=precompute_beta, distill_all_tokens=all_tokens,
                           nce_chunk_tokens=chunk_tokens)
     result = train_nce(data, base, nat_dir, out, config,
                        prompt_format(prompt_template, chat_template), split=split,
                        resume=resume)
-    _report({"nce": result})
+    report({"nce": result})
     b = result.beta
     if b.get("count"):
         console.print(f"beta over {b['count']} samples: mean {b['mean']:.4f}, median "
@@ -351,7 +242,9 @@ def generate(
     console.print(f"{n} new samples from {name} appended to {out}")
 
 
-from distill import cli_asc as _asc; _asc.register(app)  # noqa: E402  ranker, eval, compare
+app.command()(cli_asc.ranker)
+app.command("eval")(cli_asc.eval_)
+app.command()(cli_asc.compare)
 
 
 def shutdown_process_group() -> None:

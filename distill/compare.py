@@ -44,6 +44,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from curator.durable import sha256_file
 from curator.errors import CuratorError
 
 BASELINES = ("sft", "mix", "nt", "ul", "cl")
@@ -326,11 +327,7 @@ def path_identity(path: str | Path) -> dict:
         if st.st_size <= 256 << 20:
             key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
             if key not in _DIGESTS:   # several stages read the same export
-                h = hashlib.sha256()
-                with open(p, "rb") as f:
-                    for chunk in iter(lambda: f.read(1 << 20), b""):
-                        h.update(chunk)
-                _DIGESTS[key] = h.hexdigest()
+                _DIGESTS[key] = sha256_file(p)
             return {"sha256": _DIGESTS[key]}
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     if p.is_dir():
@@ -627,13 +624,13 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
 
 
 def _train(cfg: CompareConfig, student: str, d: Path, knobs: dict, fmt, nat_dir: Path) -> dict:
-    from distill import train as T
-    from distill.trainers import TRAINERS, NATConfig
+    from distill.baselines import TRAINERS, train_baseline
+    from distill.nat.trainer import NATConfig, train_nat
 
     where = f"{cfg.path} [train.{student}]"
     if student in BASELINES:
         config = training_config(TRAINERS[student][1], d, knobs, where)
-        r = T.train_baseline(student, cfg.train_data, cfg.base, d, config, fmt)
+        r = train_baseline(student, cfg.train_data, cfg.base, d, config, fmt)
         return {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss}
     if student == "nat":
         neg_knobs = {k[4:]: v for k, v in knobs.items() if k.startswith("neg_")}
@@ -642,7 +639,7 @@ def _train(cfg: CompareConfig, student: str, d: Path, knobs: dict, fmt, nat_dir:
         neg_config = training_config(NATConfig, d, {**knobs, **neg_knobs}, where) if neg_knobs else None
         # An attempt interrupted in stage 2 left a finished neg adapter: reuse it.
         neg = d if (d / "neg" / "adapter_model.safetensors").is_file() else None
-        res = T.train_nat(cfg.train_data, cfg.base, d, config, fmt, neg=neg, neg_config=neg_config)
+        res = train_nat(cfg.train_data, cfg.base, d, config, fmt, neg=neg, neg_config=neg_config)
         return {k: {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss}
                 for k, r in res.items()}
     if student == "nce":
@@ -659,7 +656,7 @@ def _train(cfg: CompareConfig, student: str, d: Path, knobs: dict, fmt, nat_dir:
 
 
 def _train_ranker(cfg: CompareConfig, rk: dict, d: Path, fmt) -> dict:
-    from distill.ranker import RankerConfig, train_ranker
+    from distill.asc.ranker import RankerConfig, train_ranker
     knobs = {**cfg.train, **rk}
     base = knobs.pop("base", cfg.base)
     config = training_config(RankerConfig, d, knobs, f"{cfg.path} [ranker]")

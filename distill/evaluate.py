@@ -1,5 +1,5 @@
 """``distill eval``: sample K rationales per problem from a student, grade them with the
-curator's grader, vote with every rule of :mod:`distill.voting`, and report accuracy.
+curator's grader, vote with every rule of :mod:`distill.asc.voting`, and report accuracy.
 
 Steps, each leaving a file in OUT so that an interrupted evaluation resumes where it
 stopped and nothing paid for is computed twice:
@@ -16,7 +16,7 @@ stopped and nothing paid for is computed twice:
    (laid out like the paper's table: rules by subjects, then the average over subjects)
    and ``report.png``.
 
-Accuracy is a mean of per-problem credits (ties share credit, see :mod:`distill.voting`);
+Accuracy is a mean of per-problem credits (ties share credit, see :mod:`distill.asc.voting`);
 ``avg`` is the mean over subjects (the paper's "Avg"), ``all`` the mean over problems.
 """
 
@@ -32,8 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from curator.durable import append_jsonl_durable
+from curator.durable import read_jsonl_durable as read_jsonl
 from curator.errors import CuratorError
-from distill.voting import Candidate, rules_for, vote_all
+from distill.asc.voting import Candidate, rules_for, vote_all
 
 # The MATH subjects in the paper's column order; other subjects (or datasets without one)
 # follow alphabetically.
@@ -71,43 +73,10 @@ class EvalConfig:
 
 # -- small file helpers ----------------------------------------------------------------------
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file this module wrote; a trailing partial line (an interrupted
-    write) is ignored, and cut off by the next append."""
-    if not path.exists():
-        return []
-    out = []
-    with open(path, "rb") as f:
-        for line in f:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return out
-
-
-def _truncate_partial(path: Path) -> None:
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-
-
 def append_jsonl(path: Path, records: Iterable[dict]) -> None:
-    """Append and fsync: what is on disk survives an interruption."""
-    _truncate_partial(path)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if not text:
-        return
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    """Append and fsync: what is on disk survives an interruption (a torn last line left
+    by an interrupted run is cut off first; :func:`read_jsonl` ignores it until then)."""
+    append_jsonl_durable(path, records, ensure_ascii=False, clean_tail=True)
 
 
 def _digest(text: str) -> str:
@@ -208,8 +177,8 @@ def grade_samples(out: Path, problems: list[dict], samples: dict, grader=None,
 def score_samples(out: Path, problems: list[dict], samples: dict, ranker_dir: Path,
                   dtype: str, device: str | None, batch_size: int) -> dict[str, float]:
     """Ranker scores of the sampled rationales, cached in ``scores.jsonl`` per ranker."""
-    from distill.ranker import MANIFEST as RANKER_MANIFEST
-    from distill.ranker import Ranker
+    from distill.asc.ranker import MANIFEST as RANKER_MANIFEST
+    from distill.asc.ranker import Ranker
 
     manifest = Path(ranker_dir) / RANKER_MANIFEST
     if not manifest.is_file():
@@ -490,7 +459,7 @@ def _manifest(base, adapter, mode, name, data, cfg: EvalConfig, fmt) -> dict:
 
 def _report(out, base, adapter, mode, name, data, cfg, ranker, problems, samples, grades,
             scores, rules, rows, no_ref, new, seconds) -> dict:
-    from distill.ranker import pairwise_accuracy
+    from distill.asc.ranker import pairwise_accuracy
 
     status: dict[str, int] = defaultdict(int)
     correct = total = 0

@@ -18,6 +18,7 @@ from typing import Iterator
 
 import torch
 
+from curator.durable import read_jsonl_durable
 from curator.errors import CuratorError
 from curator.paths import OutputKind, guard_output, jsonl_with_keys
 from distill.adapters import adapter_mode
@@ -105,28 +106,13 @@ def sample_batch(model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig
 def _done_pairs(out: Path, model_name: str) -> set[tuple[str, int]]:
     """(problem_id, sample_index) already written to ``out`` by this model. A trailing
     partial line (interrupted write) is cut off."""
-    if not out.exists():
-        return set()
-    done = set()
-    good_end = 0
-    with open(out, "rb") as f:
-        data = f.read()
-    for line in data.splitlines(keepends=True):
-        if not line.endswith(b"\n"):
-            break
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            break
+    records = read_jsonl_durable(out)
+    for rec in records:
         if rec.get("model") != model_name:
             raise CuratorError(f"{out} already holds samples of model {rec.get('model')!r}; "
                                f"write {model_name!r} to another file")
-        done.add((rec["problem_id"], int(rec["sample_index"])))
-        good_end += len(line)
-    if good_end < len(data):
-        with open(out, "r+b") as f:
-            f.truncate(good_end)
-    return done
+    read_jsonl_durable(out, truncate=True)
+    return {(rec["problem_id"], int(rec["sample_index"])) for rec in records}
 
 
 def _samples_foreign(path: Path) -> str | None:

@@ -3,7 +3,7 @@
 Each function returns a *sum* over target tokens (or over sequences, weighted by their
 token count); the trainer divides it by the number of target tokens in the whole global
 batch (all processes, all accumulation steps), so that the effective learning rate does
-not depend on how the batch is split. See :class:`distill.trainers.DistillTrainer`.
+not depend on how the batch is split. See :class:`distill.run.DistillTrainer`.
 
 Shapes: ``logp`` and ``mask`` are ``[batch, positions]``: the log-probability of each
 target token and 1 where a position is a target (0 on prompt and padding).

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -26,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from curator.durable import sha256_file  # noqa: F401  (files.sha256_file: exports and tests use it)
 from curator.errors import CuratorError
 from curator.paths import OutputKind, guard_output
 
@@ -186,12 +186,6 @@ def _publish(tmp: Path, out: Path, overwrite: bool, warehouse: Path | None) -> N
         os.close(fd)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_hashes(root: Path) -> list[dict]:

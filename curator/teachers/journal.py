@@ -26,6 +26,7 @@ from pathlib import Path
 
 import orjson
 
+from curator.durable import read_jsonl_durable
 from curator.warehouse import Warehouse
 
 SEGMENT_BYTES = 8 * 1024 * 1024
@@ -200,16 +201,7 @@ class Journal:
 def read_segment(path: Path) -> list[dict]:
     """Records of a journal segment; a torn last line (the writer died mid-write, before
     its fsync returned, so nobody counted it as done) is ignored."""
-    out = []
-    with open(path, "rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break
-            try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                break
-    return out
+    return read_jsonl_durable(path, loads=orjson.loads)
 
 
 def replay(wh: Warehouse, chunk: int = 20_000, keep_dir: bool = False) -> int:

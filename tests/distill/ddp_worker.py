@@ -17,8 +17,7 @@ import torch
 torch.set_num_threads(1)
 
 from distill import data as D  # noqa: E402
-from distill.train import build_baseline  # noqa: E402
-from distill.trainers import TRAINERS  # noqa: E402
+from distill.baselines import TRAINERS, build_baseline  # noqa: E402
 
 # method -> global batch (examples; problems for cl) per optimiser step
 GLOBAL_BATCH = {"sft": 8, "nt": 8, "cl": 4}

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 from distill import data as D
 from distill.adapters import NEG, POS, adapter_mode
 from distill.models import load_tokenizer
-from distill.train import (build_baseline, build_nat_stage1, build_nat_stage2, load_base,
-                           train_nat)
-from distill.trainers import TRAINERS, NATConfig
+from distill.baselines import TRAINERS, build_baseline
+from distill.nat.trainer import NATConfig, build_nat_stage1, build_nat_stage2, train_nat
+from distill.run import load_base
 
 FAST = dict(max_length=64, per_device_train_batch_size=4, learning_rate=2e-2,
             lora_dropout=0.0, logging_steps=1, disable_tqdm=True, seed=0)
@@ -184,7 +184,7 @@ def test_interrupted_nat_resumes_to_the_same_weights(tiny_model, export_file, tm
     """Stage 1 finished and stage 2 checkpointed at step 2, killed at step 3: --resume
     keeps stage 1, continues stage 2 from its checkpoint, and ends where an uninterrupted
     run ends."""
-    from distill.trainers import DistillTrainer
+    from distill.run import DistillTrainer
     cfg = _cfg(NATConfig, tmp_path, gate_width=16, max_steps=4, save_strategy="steps",
                save_steps=2, train_sampling_strategy="sequential")
     train_nat(export_file, tiny_model, tmp_path / "whole", cfg)

@@ -42,7 +42,7 @@ from transformers import Trainer
 
 from curator.errors import CuratorError
 from distill import data as D
-from distill.trainers import DistillConfig, LossCurve
+from distill.run import DistillConfig, LossCurve
 
 LOSSES = ("poly3", "pairwise", "bce")
 MANIFEST = "ranker.json"
@@ -337,7 +337,7 @@ def train_ranker(data: str | Path, base: str | Path, out: str | Path, config: Ra
     import datasets
 
     from distill.student import versions
-    from distill.train import model_dtype
+    from distill.run import model_dtype
 
     if config.loss not in LOSSES:
         raise CuratorError(f"--loss {config.loss!r}: choose one of {', '.join(LOSSES)}")

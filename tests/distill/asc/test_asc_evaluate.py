@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from curator.errors import CuratorError
 from distill.evaluate import (GRADES, REPORT_JSON, SAMPLES, EvalConfig, evaluate,
                               markdown_report, read_jsonl, summarise)
-from distill.voting import RULES
+from distill.asc.voting import RULES
 
 CFG = EvalConfig(samples=3, max_new_tokens=8, temperature=1.0, batch_size=8, limit=3)
 

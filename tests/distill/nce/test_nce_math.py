@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from distill.nce import (calibration_beta, distill_positions, kl_divergence, kl_rows,
-                         nce_head_loss, nce_loss, nce_sums, soft_cross_entropy)
+from distill.nce.loss import (calibration_beta, distill_positions, kl_divergence, kl_rows,
+                              nce_head_loss, nce_loss, nce_sums, soft_cross_entropy)
 
 LN2, LN3 = math.log(2), math.log(3)
 

@@ -12,7 +12,7 @@ import torch
 # Tiny models run far faster on one thread, and the test machine is shared.
 torch.set_num_threads(1)
 
-DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "distill" / "fixtures"
+DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPORT = DISTILL_FIXTURES / "export_small.jsonl"
 EVAL = DISTILL_FIXTURES / "eval_small.jsonl"
 
@@ -25,7 +25,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_ranker(tiny, tmp_path_factory) -> Path:
-    from distill.ranker import RankerConfig, train_ranker
+    from distill.asc.ranker import RankerConfig, train_ranker
     out = tmp_path_factory.mktemp("asc-ranker") / "ranker"
     cfg = RankerConfig(output_dir=str(out), max_steps=3, per_device_train_batch_size=4,
                        lora_r=4, lora_alpha=8, max_length=128, holdout=0.25, seed=3)

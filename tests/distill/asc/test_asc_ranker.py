@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from curator.errors import CuratorError
 from distill.data import PromptFormat, read_export
-from distill.ranker import (Ranker, by_problem, make_pairs, pairwise_accuracy, ranker_ids,
+from distill.asc.ranker import (Ranker, by_problem, make_pairs, pairwise_accuracy, ranker_ids,
                             ranker_loss, split_problems)
 
 
@@ -114,7 +114,7 @@ def test_training_saves_heldout_accuracy_and_reloads(trained_ranker, export_file
               "loss_curve.png", "training_args.json"):
         assert (trained_ranker / f).is_file(), f
     # the reloaded ranker reproduces the held-out accuracy it was saved with
-    from distill.ranker import heldout_accuracy
+    from distill.asc.ranker import heldout_accuracy
     records = read_export(export_file)
     groups = by_problem(records)
     _, held = split_problems(list(groups), 0.25, seed=3)
@@ -130,7 +130,7 @@ def test_training_saves_heldout_accuracy_and_reloads(trained_ranker, export_file
 def test_ranker_learns_an_obvious_signal(tiny, tmp_path):
     """Positives end in '\\boxed{7}', negatives in '\\boxed{8}': a few steps of the pairwise
     loss must rank held-out pairs right."""
-    from distill.ranker import RankerConfig, train_ranker
+    from distill.asc.ranker import RankerConfig, train_ranker
     recs = []
     for i in range(24):
         for k, (lab, ans) in enumerate([("positive", 7), ("negative", 8)] * 2):
@@ -149,7 +149,7 @@ def test_ranker_learns_an_obvious_signal(tiny, tmp_path):
 
 
 def test_validation_file_must_not_share_problems(tiny, export_file, tmp_path):
-    from distill.ranker import RankerConfig, train_ranker
+    from distill.asc.ranker import RankerConfig, train_ranker
     cfg = RankerConfig(output_dir=str(tmp_path / "rk"), max_steps=1)
     with pytest.raises(CuratorError, match="shares .* problems"):
         train_ranker(export_file, tiny, tmp_path / "rk", cfg, validation=export_file)

@@ -1,5 +1,7 @@
-"""One ``transformers.Trainer`` subclass per method, each overriding ``compute_loss`` only,
-and one config dataclass per trainer.
+"""Shared run plumbing of every training method: the config every method extends, the
+``Trainer`` base every method's trainer extends (global token normalisation, adapter mode,
+checkpoint restore, loss curve), and the steps every training job takes (load the base,
+checkpoint into ``OUT/checkpoints``, fit with resume, save the trained adapter).
 
 Loss normalisation (METHOD.md, "what makes it hard"): ``Trainer`` averages gradients over
 processes (DDP/FSDP/DeepSpeed) and sums them over gradient-accumulation steps. Each
@@ -9,24 +11,36 @@ micro-batch of every process, counted before the step by :meth:`get_batch_sample
 summed across processes). The gradient is then exactly that of the mean token loss over
 the global batch, whatever the number of processes or accumulation steps.
 
-Methods that mix positives and negatives (MIX, NT, UL, CL) put both in the same batch, so
-one forward pass reaches every trainable parameter in every step (DDP needs that).
+The methods: :mod:`distill.baselines` (sft, mix, nt, ul, cl), :mod:`distill.nat`,
+:mod:`distill.nce`, :mod:`distill.asc` (the ranker). Jobs work unchanged under
+``torchrun``/``accelerate launch`` (only the main process writes files).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from distill import data as D
 from distill import losses
-from distill.adapters import adapter_mode
+from distill.adapters import adapter_mode, save_adapter
+from distill.models import load_model
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
 
 
-# -- configs ---------------------------------------------------------------------------------
+# -- the config every method extends ---------------------------------------------------------
+
 
 @dataclass
 class DistillConfig(TrainingArguments):
@@ -51,43 +65,8 @@ class DistillConfig(TrainingArguments):
     use_cpu: bool = not torch.cuda.is_available()
 
 
-@dataclass
-class SFTConfig(DistillConfig):
-    """CoT KD (positives only), MIX (positives and negatives pooled) and NAT stage 1."""
+# -- the trainer every method extends --------------------------------------------------------
 
-
-@dataclass
-class NTConfig(DistillConfig):
-    """NT: weighted likelihood, +1 on positives and ``neg_weight`` on negatives."""
-    neg_weight: float = -0.05
-
-
-@dataclass
-class ULConfig(DistillConfig):
-    """UL: likelihood on positives plus ``ul_weight * -log(1 - p)`` on negatives' tokens."""
-    ul_weight: float = 1.0
-
-
-@dataclass
-class CLConfig(DistillConfig):
-    """CL: likelihood on positives plus ``cl_weight`` x InfoNCE of each positive against
-    the negatives of its problem; ``per_device_train_batch_size`` counts problems, each
-    with up to ``cl_group_size`` candidates."""
-    cl_weight: float = 1.0
-    cl_temperature: float = 1.0
-    cl_group_size: int = 4
-
-
-@dataclass
-class NATConfig(DistillConfig):
-    """NAT stage 2: ``pos`` adapter and integration gates on positives, ``neg`` frozen."""
-    gate_width: int = 128
-    gate_beta: float = 0.5
-    gate_temperature: float = 1.0
-    gate_recompute: bool = True  # recompute gated layers in backward instead of storing
-
-
-# -- trainers --------------------------------------------------------------------------------
 
 class DistillTrainer(Trainer):
     """Base: global token normalisation, an adapter mode around training, loss curves.
@@ -161,54 +140,8 @@ class DistillTrainer(Trainer):
             load_adapter_weights(self.model, sub if sub.is_dir() else root, adapter)
 
 
-class SFTTrainer(DistillTrainer):
-    """Mean next-token negative log-likelihood (CoT KD, MIX, NAT stage 1)."""
-
-    def loss_sum(self, logp, mask, batch):
-        return losses.nll_sum(logp, mask)
-
-
-class NegTrainer(SFTTrainer):
-    """NAT stage 1: next-token loss on negatives through the ``neg`` adapter alone."""
-    mode = "neg"
-
-
-class NATTrainer(SFTTrainer):
-    """NAT stage 2: next-token loss on positives through the gated model ("nat" mode)."""
-    mode = "nat"
-
-
-class NTTrainer(DistillTrainer):
-    def loss_sum(self, logp, mask, batch):
-        w = losses.nt_weights(batch["is_negative"], self.args.neg_weight).to(logp.device)
-        return losses.nll_sum(logp, mask, w)
-
-
-class ULTrainer(DistillTrainer):
-    def loss_sum(self, logp, mask, batch):
-        return losses.unlikelihood_sum(logp, mask, batch["is_negative"], self.args.ul_weight)
-
-
-class CLTrainer(DistillTrainer):
-    def count_normaliser(self, batch):
-        """Target tokens of positives: the likelihood term covers only those, and the
-        contrastive term is weighted by positives' token counts."""
-        return losses.count_targets(batch["labels"], ~batch["is_negative"])
-
-    def loss_sum(self, logp, mask, batch):
-        neg = batch["is_negative"]
-        likelihood = losses.nll_sum(logp, mask, (~neg).to(logp.dtype))
-        contrast = losses.contrastive_sum(logp, mask, neg, batch["group"],
-                                          self.args.cl_temperature)
-        return likelihood + self.args.cl_weight * contrast
-
-
-TRAINERS = {"sft": (SFTTrainer, SFTConfig), "mix": (SFTTrainer, SFTConfig),
-            "nt": (NTTrainer, NTConfig), "ul": (ULTrainer, ULConfig),
-            "cl": (CLTrainer, CLConfig)}
-
-
 # -- loss curves -----------------------------------------------------------------------------
+
 
 @dataclass
 class LossCurve(TrainerCallback):
@@ -241,3 +174,78 @@ class LossCurve(TrainerCallback):
         fig.savefig(png, dpi=100)
         plt.close(fig)
         return js, png
+
+
+# -- the steps of every training job ---------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    examples: int
+    steps: int
+    final_loss: float | None
+    curve: list[dict] = field(default_factory=list)
+    encode: D.EncodeReport = field(default_factory=D.EncodeReport)
+
+
+def model_dtype(config: DistillConfig) -> str:
+    return "bfloat16" if config.bf16 else "float16" if config.fp16 else "float32"
+
+
+def load_base(base: str | Path, config: DistillConfig):
+    """The base model for training, in the dtype the config asks for."""
+    torch.manual_seed(config.seed)
+    # Activation checkpointing, when asked for, is switched on by Trainer itself.
+    return load_model(base, model_dtype(config))
+
+
+def checkpointing(config: DistillConfig, out: Path) -> DistillConfig:
+    """``config`` writing its checkpoints (``--save-steps``) to ``out/checkpoints``."""
+    config = copy.copy(config)
+    config.output_dir = str(out / CHECKPOINTS)
+    return config
+
+
+def fit(trainer, resume: bool) -> None:
+    """Train, continuing from the last checkpoint in the trainer's output directory when
+    ``resume`` and one exists."""
+    from transformers.trainer_utils import get_last_checkpoint
+    last = None
+    if resume and Path(trainer.args.output_dir).is_dir():
+        last = get_last_checkpoint(trainer.args.output_dir)
+    if last:
+        log.info("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+
+
+def finish(trainer, adapter: str, out: Path, title: str, report: D.EncodeReport) -> TrainResult:
+    """Save the trained adapter, its hyper-parameters and loss curve, and drop the
+    intermediate checkpoints (main process only)."""
+    points = trainer.curve.points
+    if trainer.is_world_process_zero():
+        save_adapter(trainer.model, adapter, out)
+        (out / "training_args.json").write_text(trainer.args.to_json_string())
+        trainer.curve.write(out, title)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    return TrainResult(out, len(trainer.train_dataset), trainer.state.global_step,
+                       points[-1]["loss"] if points else None, points, report)
+
+
+def snapshot(model, adapters: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Copies of the parameters of ``adapters``, to check later that they did not change."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()
+            if any(f".{a}." in n for a in adapters)}
+
+
+def check_frozen(model, before: dict[str, torch.Tensor], message: str) -> None:
+    """RuntimeError ``message: names`` if a parameter snapshotted in ``before`` changed."""
+    changed = [n for n, p in model.named_parameters()
+               if n in before and not torch.equal(before[n], p)]
+    if changed:
+        raise RuntimeError(f"{message}: {changed[:3]}")
+
+
+def is_main() -> bool:
+    """The main process of a ``torchrun`` job (or the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0

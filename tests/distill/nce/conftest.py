@@ -12,7 +12,7 @@ import torch
 # Tiny models run far faster on one thread, and the test machine is shared.
 torch.set_num_threads(1)
 
-DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "distill" / "fixtures"
+DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPORT = DISTILL_FIXTURES / "export_small.jsonl"
 
 # Short enough to be quick; the few longer fixture prompts are dropped (and counted).
@@ -29,8 +29,7 @@ def tiny(tmp_path_factory) -> Path:
 def nat_dir(tiny, tmp_path_factory) -> Path:
     """A `distill nat` output on ``tiny``; a high learning rate so that "neg" and "nat"
     differ enough for beta to be clearly above 0."""
-    from distill.train import train_nat
-    from distill.trainers import NATConfig
+    from distill.nat.trainer import NATConfig, train_nat
     out = tmp_path_factory.mktemp("nce-nat") / "nat"
     cfg = NATConfig(output_dir=str(out / "trainer"), max_steps=6, per_device_train_batch_size=4,
                     max_length=MAX_LENGTH, gate_width=16, learning_rate=5e-2, lora_dropout=0.0,

@@ -27,7 +27,7 @@ def _assert_same_weights(got: dict, want: dict, what: str) -> None:
 
 def test_two_processes_equal_one_process(tiny, nat_dir, export_file, tmp_path):
     all_tokens = True  # the two counts differ: a mixed-up normaliser shows
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE.parents[2])}
     # --standalone: torchrun picks a free local port itself
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            str(HERE / "nce_ddp_worker.py"), str(tiny), str(nat_dir), str(export_file),

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curator.grading import equivalent
-from distill.voting import (ASC_RULES, Candidate, group_answers, rule_weights, vote,
+from distill.asc.voting import (ASC_RULES, Candidate, group_answers, rule_weights, vote,
                             vote_all, weighted_vote)
 
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from curator.errors import CuratorError
 from distill.compare import compare, load_config, read_marker
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # NCE (distill/nce.py) is another engineer's module: without it the chain stops at NAT.
 HAVE_NCE = importlib.util.find_spec("distill.nce") is not None
 METHODS = ("sft", "nat", "nat+nce", "nat+nce+asc") if HAVE_NCE else ("sft", "nat")
@@ -446,8 +446,9 @@ def test_the_smollm2_configs_are_valid(name, tmp_path):
     import torch
 
     from distill.compare import BASELINES, plan, training_config
-    from distill.ranker import RankerConfig
-    from distill.trainers import TRAINERS, NATConfig
+    from distill.asc.ranker import RankerConfig
+    from distill.baselines import TRAINERS
+    from distill.nat.trainer import NATConfig
     cfg = load_config(ROOT / "distill" / "configs" / name, out=tmp_path)
     names = [s.name for s in plan(cfg, echo=lambda s: None)]
     assert names[len(cfg.prepare)] == "model:convert-gguf" and cfg.gguf == "smollm2"

@@ -1,0 +1,77 @@
+"""What every ``distill`` command shares: its option types (one name, one help text per
+knob), the console, and small helpers (prompt format, the refusal to overwrite a finished
+run, the one-line report of a training job). :mod:`distill.cli` (training and sampling
+commands) and :mod:`distill.cli_asc` (ranker, eval, compare) both build on this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from curator.errors import CuratorError
+
+console = Console(stderr=True)
+
+
+# -- shared options ------------------------------------------------------------------------
+
+Data = Annotated[Path, typer.Option("--data", help="`curator export` output: its directory, a .jsonl[.gz]/.parquet file, or a save_to_disk directory.")]
+Split = Annotated[str, typer.Option("--split", help="Split to train on when --data is an export directory.")]
+Base = Annotated[str, typer.Option("--base", help="Base causal LM: a local directory (e.g. from `distill init-tiny`) or a hub name.")]
+Out = Annotated[Path, typer.Option("--out", help="Output directory (adapters, training_args.json, loss curves).")]
+Epochs = Annotated[float, typer.Option("--epochs", help="Training epochs.")]
+MaxSteps = Annotated[int, typer.Option("--max-steps", help="Stop after this many optimiser steps (overrides --epochs; -1: off).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per device per micro-batch (cl: problems).")]
+GradAccum = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimiser step.")]
+Lr = Annotated[float, typer.Option("--lr", help="Peak learning rate (linear decay).")]
+LoraR = Annotated[int, typer.Option("--lora-r", help="LoRA rank.")]
+LoraAlpha = Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha (scale = alpha / r).")]
+LoraDropout = Annotated[float, typer.Option("--lora-dropout", help="LoRA dropout.")]
+Targets = Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names to adapt (default: peft's for the architecture, q_proj,v_proj for Llama).")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+Bf16 = Annotated[bool, typer.Option("--bf16", help="Load the base in bfloat16 and train with bf16 autocast (adapters stay float32).")]
+Fp16 = Annotated[bool, typer.Option("--fp16", help="Load the base in float16 and train with fp16 mixed precision (GPU).")]
+MaxLength = Annotated[int, typer.Option("--max-length", min=16, help="Tokens per example (prompt + rationale); longer rationales are cut.")]
+Template = Annotated[Optional[str], typer.Option("--prompt-template", help="Plain prompt template with {question} (default: 'Question: {question}\\nAnswer: ').")]
+Chat = Annotated[bool, typer.Option("--chat-template", help="Format prompts with the tokenizer's chat template instead.")]
+OnPrompt = Annotated[bool, typer.Option("--train-on-prompt", help="Also train on prompt tokens (the paper's code did; default: prompt masked).")]
+GradCkpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward to save memory.")]
+LogSteps = Annotated[int, typer.Option("--logging-steps", help="Log the loss every N optimiser steps.")]
+Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps.")]
+Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
+SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimiser steps into OUT/.../checkpoints (0: only the final adapter).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again into an OUT that already holds a finished run, replacing it.")]
+
+
+def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """A finished run is never replaced by accident (a student trained from it would no
+    longer match it)."""
+    from distill.student import MANIFEST, read_manifest
+    if resume or overwrite or not (Path(out) / MANIFEST).is_file():
+        return
+    kind = read_manifest(out).get("method") or "distill"
+    raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
+                       f"--overwrite to train again over it, --resume to keep it, or choose "
+                       f"another --out")
+
+
+def prompt_format(template: str | None, chat: bool):
+    from distill.data import DEFAULT_TEMPLATE, PromptFormat
+    if chat and template:
+        raise CuratorError("choose one of --prompt-template and --chat-template")
+    return PromptFormat(template=template or DEFAULT_TEMPLATE, chat=chat)
+
+
+def report(results: dict) -> None:
+    for name, r in results.items():
+        loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "n/a"
+        cut = f", {r.encode.truncated} cut to --max-length" if r.encode.truncated else ""
+        dropped = (f", {r.encode.dropped_prompt_too_long} dropped (prompt longer than "
+                   f"--max-length)") if r.encode.dropped_prompt_too_long else ""
+        console.print(f"{name}: {r.examples} examples{cut}{dropped}; {r.steps} steps; "
+                      f"last loss {loss} -> {r.out}")
