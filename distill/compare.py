@@ -46,6 +46,7 @@ from typing import Any, Callable
 
 from curator.durable import sha256_file
 from curator.errors import CuratorError
+from distill.knobs import training_config
 
 BASELINES = ("sft", "mix", "nt", "ul", "cl")
 #: method (table row) -> (student it evaluates, which report rule it shows)
@@ -59,13 +60,6 @@ TITLES = {"base": "base model (no training)", "sft": "CoT KD", "mix": "MIX", "nt
           "nat+nce+asc": "NAT+NCE+ASC"}
 DEFAULT_METHODS = ("sft", "mix", "nt", "ul", "cl", "nat", "nat+nce", "nat+nce+asc")
 
-# Friendly training knob names (the `distill train` option names) -> DistillConfig fields.
-# Any other field of the method's config class is accepted under its own name.
-KNOBS = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_size",
-         "grad_accum": "gradient_accumulation_steps", "lr": "learning_rate",
-         "gradient_checkpointing": "activation_checkpointing", "cpu": "use_cpu",
-         "lambda": "nce_lambda", "temperature": "nce_temperature",
-         "chunk_tokens": "nce_chunk_tokens"}
 EVAL_KEYS = ("samples", "max_new_tokens", "temperature", "top_p", "batch_size", "seed",
              "greedy", "limit", "asc_weight", "dtype", "device")
 TOP_KEYS = {"out", "model", "data", "eval", "methods", "train", "ranker", "evaluate",
@@ -290,26 +284,6 @@ def load_config(path: str | Path, out: str | Path | None = None,
         ranker=dict(raw.get("ranker") or {}), evaluate=evaluate,
         rule=report.get("rule", "greedy"), asc_rule=report.get("asc_rule", "asc:s"),
         prepare=prepare, name=raw.get("name", "comparison"))
-
-
-def training_config(cls, out: Path, knobs: dict, where: str):
-    """A ``DistillConfig`` subclass from friendly knob names; unknown names are refused."""
-    import dataclasses
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for k, v in knobs.items():
-        name = KNOBS.get(k, k)
-        if name not in fields:
-            raise CuratorError(f"{where}: unknown training setting {k!r} for {cls.__name__}")
-        kwargs[name] = v
-    if kwargs.get("activation_checkpointing"):
-        kwargs.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
-    if isinstance(kwargs.get("target_modules"), str):
-        kwargs["target_modules"] = [t.strip() for t in kwargs["target_modules"].split(",")]
-    try:
-        return cls(output_dir=str(out), **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise CuratorError(f"{where}: {exc}") from None
 
 
 # -- fingerprints ----------------------------------------------------------------------------

@@ -1,20 +1,14 @@
-"""Fixtures for the ASC/evaluation tests: a tiny local model (built once per session), a
-ranker trained on it for a few steps, and the small export/eval files of the distill
-tests."""
+"""Fixtures for the ASC/evaluation tests: a tiny local model (built once per session) and a
+ranker trained on it for a few steps; the export/eval files (``export_file``,
+``eval_file``) come from ``tests/distill/conftest.py``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-import torch
 
-# Tiny models run far faster on one thread, and the test machine is shared.
-torch.set_num_threads(1)
-
-DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-EXPORT = DISTILL_FIXTURES / "export_small.jsonl"
-EVAL = DISTILL_FIXTURES / "eval_small.jsonl"
+EXPORT = Path(__file__).resolve().parents[1] / "fixtures" / "export_small.jsonl"
 
 
 @pytest.fixture(scope="session")
@@ -32,12 +26,3 @@ def trained_ranker(tiny, tmp_path_factory) -> Path:
     train_ranker(EXPORT, tiny, out, cfg)
     return out
 
-
-@pytest.fixture
-def export_file() -> Path:
-    return EXPORT
-
-
-@pytest.fixture
-def eval_file() -> Path:
-    return EVAL

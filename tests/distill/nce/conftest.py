@@ -7,22 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-# Tiny models run far faster on one thread, and the test machine is shared.
-torch.set_num_threads(1)
-
-DISTILL_FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-EXPORT = DISTILL_FIXTURES / "export_small.jsonl"
+EXPORT = Path(__file__).resolve().parents[1] / "fixtures" / "export_small.jsonl"
 
 # Short enough to be quick; the few longer fixture prompts are dropped (and counted).
 MAX_LENGTH = 96
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory) -> Path:
-    from distill.tiny import TinyShape, init_tiny
-    return init_tiny(tmp_path_factory.mktemp("nce-tiny") / "model", TinyShape())
+def tiny(tiny_model) -> Path:
+    """The tiny model of ``tests/distill/conftest.py`` (default shape, seed 0)."""
+    return tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +31,6 @@ def nat_dir(tiny, tmp_path_factory) -> Path:
                     disable_tqdm=True, logging_steps=100, seed=0)
     train_nat(EXPORT, tiny, out, cfg)
     return out
-
-
-@pytest.fixture
-def export_file() -> Path:
-    return EXPORT
 
 
 @pytest.fixture
