@@ -115,6 +115,21 @@ def test_graph_sees_the_project_imports():
     assert "distill.cli_asc" in graph["distill.cli"]
 
 
+# Circles still being taken apart (issue 14, curator's CLI and grader); delete an entry
+# when its circle is gone. Nothing may be added here.
+KNOWN = {frozenset({"curator.grading.compare", "curator.grading.symbolic"}),
+         frozenset({"curator.cli", "curator.grading.cli", "curator.teachers.cli"})}
+
+
 def test_no_import_circles():
-    found = cycles(import_graph())
-    assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
+    found = {frozenset(c) for c in cycles(import_graph())}
+    new = sorted(sorted(c) for c in found - KNOWN)
+    assert new == [], "import circles: " + "; ".join(" <-> ".join(c) for c in new)
+    gone = sorted(sorted(c) for c in KNOWN - found)
+    assert gone == [], ("these circles are gone; remove them from KNOWN: "
+                        + "; ".join(" <-> ".join(c) for c in gone))
+
+
+def test_no_import_circle_touches_distill():
+    found = [c for c in cycles(import_graph()) if any(m.startswith("distill") for m in c)]
+    assert found == []
