@@ -265,18 +265,24 @@ def save_adapter(peft_model, adapter: str, out: str | Path) -> Path:
     return out
 
 
-def load_adapter(peft_model, path: str | Path, adapter: str, trainable: bool = False) -> None:
-    """Load an adapter saved by :func:`save_adapter` (or any peft LoRA adapter) into an
-    existing peft model under the name ``adapter``, gate included, strictly: every saved
-    tensor must find its parameter and vice versa."""
+def saved_lora_config(path: str | Path) -> LoraConfig:
+    """The :func:`lora_config` of the adapter saved in the directory ``path``."""
     from curator.errors import CuratorError
 
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
         raise CuratorError(f"{path}: not a peft adapter directory (no adapter_config.json)")
     saved = LoraConfig.from_pretrained(str(path))
-    cfg = lora_config(saved.r, saved.lora_alpha, saved.lora_dropout,
-                      sorted(saved.target_modules) if saved.target_modules else None)
+    return lora_config(saved.r, saved.lora_alpha, saved.lora_dropout,
+                       sorted(saved.target_modules) if saved.target_modules else None)
+
+
+def load_adapter(peft_model, path: str | Path, adapter: str, trainable: bool = False) -> None:
+    """Load an adapter saved by :func:`save_adapter` (or any peft LoRA adapter) into an
+    existing peft model under the name ``adapter``, gate included, strictly: every saved
+    tensor must find its parameter and vice versa."""
+    path = Path(path)
+    cfg = saved_lora_config(path)
     cfg.inference_mode = not trainable
     was_training = peft_model.training
     peft_model.add_adapter(adapter, cfg)

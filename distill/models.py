@@ -141,17 +141,13 @@ def attach_lora(model, adapter: str, r: int, alpha: int, dropout: float,
 
 def load_peft(base, adapter_dir: str | Path, adapter: str = "default", trainable: bool = False):
     """``base`` with the adapter saved at ``adapter_dir`` under the name ``adapter``."""
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
 
-    from distill.adapters import check_peft_extension, lora_config
+    from distill.adapters import check_peft_extension, saved_lora_config
 
     check_peft_extension()
     adapter_dir = Path(adapter_dir)
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise CuratorError(f"{adapter_dir}: not a peft adapter directory (no adapter_config.json)")
-    saved = LoraConfig.from_pretrained(str(adapter_dir))
-    cfg = lora_config(saved.r, saved.lora_alpha, saved.lora_dropout,
-                      sorted(saved.target_modules) if saved.target_modules else None)
+    cfg = saved_lora_config(adapter_dir)
     return PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=adapter, config=cfg,
                                      is_trainable=trainable)
 
