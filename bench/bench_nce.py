@@ -11,7 +11,7 @@ student LoRA) and differs only in where the teacher lives and how the loss is co
 - ``ours-pre``: the same with precomputed betas (``distill nce``'s default): no "neg" pass
   in the step; the one-off precompute pass is timed separately
 - ``two-copies``: teacher = a second base model with ``neg`` + ``pos`` + gates; student =
-  base + student LoRA; the loss from full ``[B, T, V]`` logits (``nce_sums``)
+  base + student LoRA; the loss from full ``[B, T, V]`` logits (``released_sums``)
 - ``one-copy-full``: the teacher passes through the student's own model, loss from full
   logits as in two-copies (shows which part of the saving is the shared base)
 
@@ -87,15 +87,31 @@ def build_nat(model: Path, data: Path, out: Path) -> Path:
     return out
 
 
+def released_sums(student_logits, teacher_logits, targets, ce_mask, kd_mask, beta,
+                  temperature=1.0):
+    """``(ce_sum, kd_sum)`` as the released code computes them: full ``[B, T, V]``
+    log-softmaxes kept by autograd for backward (what the chunked loss avoids)."""
+    import torch.nn.functional as F
+
+    from distill.nce.loss import soft_cross_entropy
+
+    logq = F.log_softmax(student_logits.float(), dim=-1)
+    safe = targets.masked_fill(~ce_mask.bool(), 0)
+    ce = -logq.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    kd = soft_cross_entropy(teacher_logits, student_logits, temperature)
+    return ((ce * ce_mask).sum(),
+            (kd * kd_mask * (0.5 + beta.float()).unsqueeze(-1)).sum())
+
+
 def full_logits_trainer(base_cls):
     """``base_cls`` (NCETrainer) with the loss of the released code's arrangement: teacher
     "nat" and "neg" logits over the whole sequence from ``self.teacher`` (a separate model,
-    or None: the student's own model), the student's full logits, and
-    :func:`distill.nce.loss.nce_sums` on the ``[B, T, V]`` tensors."""
+    or None: the student's own model), the student's full logits, and the loss written
+    with plain autograd on the ``[B, T, V]`` tensors (:func:`released_sums`)."""
     import torch
 
     from distill.adapters import NAT, NEG, adapter_mode
-    from distill.nce.loss import calibration_beta, distill_positions, kl_divergence, nce_sums
+    from distill.nce.loss import calibration_beta, distill_positions, kl_divergence
 
     class FullLogitsNCETrainer(base_cls):
         teacher = None
@@ -121,8 +137,8 @@ def full_logits_trainer(base_cls):
             del neg
             student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                             use_cache=False).logits[:, :-1]
-            ce_sum, kd_sum = nce_sums(student, nat, inputs["labels"][:, 1:], ce_mask, kd_mask,
-                                      beta, args.nce_temperature)
+            ce_sum, kd_sum = released_sums(student, nat, inputs["labels"][:, 1:], ce_mask,
+                                           kd_mask, beta, args.nce_temperature)
             scale = self.accelerator.num_processes
             n_ce, n_kd = num_items_in_batch.float().clamp(min=1).unbind()
             lam = args.nce_lambda

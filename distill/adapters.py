@@ -145,7 +145,6 @@ class GatedLoraLinear(lora_layer.Linear):
 
 # -- peft glue -----------------------------------------------------------------------------
 
-
 def lora_config(r: int = 8, alpha: int = 16, dropout: float = 0.05,
                 target_modules: list[str] | None = None) -> LoraConfig:
     """A causal-LM ``LoraConfig`` whose layers are :class:`GatedLoraLinear`."""

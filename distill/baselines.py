@@ -32,7 +32,6 @@ METHODS = ("sft", "mix", "nt", "ul", "cl")
 
 # -- configs ---------------------------------------------------------------------------------
 
-
 @dataclass
 class SFTConfig(DistillConfig):
     """CoT KD (positives only), MIX (positives and negatives pooled) and NAT stage 1."""
@@ -61,7 +60,6 @@ class CLConfig(DistillConfig):
 
 
 # -- trainers --------------------------------------------------------------------------------
-
 
 class SFTTrainer(DistillTrainer):
     """Mean next-token negative log-likelihood (CoT KD, MIX, NAT stage 1)."""
@@ -101,7 +99,6 @@ TRAINERS = {"sft": (SFTTrainer, SFTConfig), "mix": (SFTTrainer, SFTConfig),
 
 
 # -- the job ---------------------------------------------------------------------------------
-
 
 def method_records(method: str, records: list[dict]) -> list[dict]:
     """The records ``method`` trains on: positives for sft, everything otherwise."""

@@ -41,7 +41,6 @@ CHECKPOINTS = "checkpoints"
 
 # -- the config every method extends ---------------------------------------------------------
 
-
 @dataclass
 class DistillConfig(TrainingArguments):
     """Arguments shared by every method: ``TrainingArguments`` plus LoRA and data knobs.
@@ -66,7 +65,6 @@ class DistillConfig(TrainingArguments):
 
 
 # -- the trainer every method extends --------------------------------------------------------
-
 
 class DistillTrainer(Trainer):
     """Base: global token normalisation, an adapter mode around training, loss curves.
@@ -142,7 +140,6 @@ class DistillTrainer(Trainer):
 
 # -- loss curves -----------------------------------------------------------------------------
 
-
 @dataclass
 class LossCurve(TrainerCallback):
     """The logged training loss (global mean per target token), learning rate and
@@ -177,7 +174,6 @@ class LossCurve(TrainerCallback):
 
 
 # -- the steps of every training job ---------------------------------------------------------
-
 
 @dataclass
 class TrainResult:

@@ -42,7 +42,6 @@ AUTO_CHUNK_BYTES = 64 * 2**20
 
 # -- definitions per position ------------------------------------------------------------------
 
-
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """KL(p || q) per position, ``[...]`` from logits ``[..., V]``, in float32. Exactly 0
     where the two logits are equal."""
@@ -68,7 +67,6 @@ def beta_of_mean_kl(mean_kl: torch.Tensor) -> torch.Tensor:
 
 
 # -- where, and beta -----------------------------------------------------------------------------
-
 
 def distill_positions(labels: torch.Tensor, attention_mask: torch.Tensor,
                       all_tokens: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +107,6 @@ def calibration_beta(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 # -- the loss --------------------------------------------------------------------------------------
-
 
 def mixing_weights(lam: float, n_ce, n_kd, scale=1):
     """``((1 - lambda) scale / N_ce, lambda scale / N_kd)``: what a summed CE and a summed
@@ -158,7 +155,6 @@ def nce_loss(ce_sum, kd_sum, n_ce, n_kd, lam: float = 0.5):
 
 
 # -- the chunked computation on hidden states ------------------------------------------------
-
 
 def _logits(h: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
             ) -> torch.Tensor:
@@ -254,7 +250,7 @@ def nce_head_loss(h_student: torch.Tensor, h_teacher: torch.Tensor, weight: torc
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The NCE loss on ``N`` selected positions, from final hidden states ``[N, d]`` of the
     student (differentiable) and the NAT teacher (no gradient) and the frozen output
-    embedding ``weight`` ``[V, d]`` (+ ``bias``)::
+    embedding ``weight`` ``[V, d]`` (+ ``bias``; ``weight`` None: the rows are logits)::
 
         loss = sum_i ce_weights[i] * -log q(targets[i]) + kd_weights[i] * softCE_i
 

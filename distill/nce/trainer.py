@@ -43,7 +43,6 @@ STUDENT = "student"
 
 # -- config, data, collator ------------------------------------------------------------------
 
-
 @dataclass
 class NCEConfig(DistillConfig):
     """NCE knobs on top of the shared ones. ``nce_lambda`` is the paper's lambda."""
@@ -102,7 +101,6 @@ class NCECollator(RationaleCollator):
 
 
 # -- the trainer -------------------------------------------------------------------------------
-
 
 class NCETrainer(DistillTrainer):
     """NCE with the global token normalisation of :class:`DistillTrainer`, for two counts:
