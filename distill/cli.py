@@ -20,12 +20,8 @@ import typer
 
 from curator.errors import CuratorError
 from distill import cli_asc
-from distill.cli_options import (Base, BatchSize, Bf16, Chat, Cpu, Data, Epochs, Fp16,
-                                 GradAccum, GradCkpt, LogSteps, LoraAlpha, LoraDropout, LoraR,
-                                 Lr, MaxLength, MaxSteps, OnPrompt, Out, Overwrite, Resume,
-                                 SaveSteps, Seed, Split, Targets, Template, Warmup, console,
-                                 guard_out, prompt_format, report)
-from distill.knobs import Knobs
+from distill.cli_options import (Base, Chat, Data, Out, Seed, Split, Template, Training,
+                                 console, guard_out, prompt_format, report, training_command)
 
 app = typer.Typer(
     name="distill",
@@ -79,6 +75,7 @@ def convert_gguf(
 
 
 @app.command()
+@training_command
 def train(
     data: Data, base: Base, out: Out, split: Split = "train",
     method: Annotated[str, typer.Option(help="sft (CoT KD: positives), mix (both, labels ignored), nt (negative weight), ul (unlikelihood), cl (contrastive).")] = "sft",
@@ -87,33 +84,25 @@ def train(
     cl_weight: Annotated[float, typer.Option(help="cl: weight of the contrastive term.")] = 1.0,
     cl_temperature: Annotated[float, typer.Option(help="cl: temperature of the contrastive softmax.")] = 1.0,
     cl_group_size: Annotated[int, typer.Option(help="cl: candidates per problem.")] = 4,
-    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
-    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
-    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
-    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
-    prompt_template: Template = None, chat_template: Chat = False,
-    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
-    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
+    training: Training = None,
 ) -> None:
     """Train one LoRA adapter with a baseline method of the paper."""
     from distill.baselines import METHODS, TRAINERS, train_baseline
 
     if method not in METHODS:
         raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
-    guard_out(out, resume, overwrite)
-    knobs = Knobs.of(locals())
+    guard_out(out, training.resume, training.overwrite)
     extra = {"nt": {"neg_weight": neg_weight}, "ul": {"ul_weight": ul_weight},
              "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
                     "cl_group_size": cl_group_size}}.get(method, {})
-    config = knobs.config(TRAINERS[method][1], out, **extra)
-    result = train_baseline(method, data, base, out, config,
-                            prompt_format(prompt_template, chat_template), split=split,
-                            resume=resume)
+    config = training.knobs.config(TRAINERS[method][1], out, **extra)
+    result = train_baseline(method, data, base, out, config, training.fmt, split=split,
+                            resume=training.resume)
     report({method: result})
 
 
 @app.command()
+@training_command
 def nat(
     data: Data, base: Base, out: Out, split: Split = "train",
     neg: Annotated[Optional[Path], typer.Option("--neg", help="Skip stage 1: use the finished neg adapter of this NAT output (or adapter) directory.")] = None,
@@ -123,14 +112,7 @@ def nat(
     neg_epochs: Annotated[Optional[float], typer.Option(help="Stage 1 epochs (default: --epochs).")] = None,
     neg_max_steps: Annotated[Optional[int], typer.Option(help="Stage 1 max steps (default: --max-steps).")] = None,
     neg_lr: Annotated[Optional[float], typer.Option(help="Stage 1 learning rate (default: --lr).")] = None,
-    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
-    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
-    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
-    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
-    prompt_template: Template = None, chat_template: Chat = False,
-    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
-    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
+    training: Training = None,
 ) -> None:
     """NAT: stage 1 trains the `neg` adapter on negatives; stage 2 freezes it and trains
     the `pos` adapter and the integration gates on positives."""
@@ -138,22 +120,24 @@ def nat(
 
     from distill.nat.trainer import NATConfig, train_nat
 
-    guard_out(out, resume, overwrite)
-    knobs = Knobs.of(locals())
+    guard_out(out, training.resume, training.overwrite)
+    knobs = training.knobs
     gate = {"gate_width": gate_width, "gate_beta": gate_beta, "gate_temperature": gate_temperature}
     config = knobs.config(NATConfig, out, **gate)
     neg_config = None
     if neg_epochs is not None or neg_max_steps is not None or neg_lr is not None:
-        k1 = dataclasses.replace(knobs, epochs=epochs if neg_epochs is None else neg_epochs,
-                                 max_steps=max_steps if neg_max_steps is None else neg_max_steps,
-                                 lr=lr if neg_lr is None else neg_lr)
+        k1 = dataclasses.replace(
+            knobs, epochs=knobs.epochs if neg_epochs is None else neg_epochs,
+            max_steps=knobs.max_steps if neg_max_steps is None else neg_max_steps,
+            lr=knobs.lr if neg_lr is None else neg_lr)
         neg_config = k1.config(NATConfig, out, **gate)
-    results = train_nat(data, base, out, config, prompt_format(prompt_template, chat_template),
-                        neg=neg, neg_config=neg_config, split=split, resume=resume)
+    results = train_nat(data, base, out, config, training.fmt, neg=neg, neg_config=neg_config,
+                        split=split, resume=training.resume)
     report(results)
 
 
 @app.command()
+@training_command
 def nce(
     data: Data, base: Base, out: Out,
     nat_dir: Annotated[Path, typer.Option("--nat", help="Output directory of `distill nat` on the same --base: the teacher.")],
@@ -163,28 +147,19 @@ def nce(
     precompute_beta: Annotated[bool, typer.Option("--precompute-beta/--online-beta", help="Compute every sample's beta once before training (stored in OUT/betas.jsonl, resumable) or in every step.")] = True,
     all_tokens: Annotated[bool, typer.Option("--all-tokens", help="Distillation term and beta over every attended token, prompt included (the paper's code); default: the completion tokens.")] = False,
     chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Positions per chunk of teacher/student distributions (0: about 64 MiB of float32 each).")] = 0,
-    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
-    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
-    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
-    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
-    prompt_template: Template = None, chat_template: Chat = False,
-    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
-    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
+    training: Training = None,
 ) -> None:
     """NCE: distil the NAT model (--nat) into a fresh `student` LoRA on the positives, each
     sample weighted by 0.5 + beta, beta = tanh(mean KL(p_neg || p_nat)); one copy of the
     base serves teacher and student."""
     from distill.nce import NCEConfig, train_nce
 
-    guard_out(out, resume, overwrite)
-    knobs = Knobs.of(locals())
-    config = knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
+    guard_out(out, training.resume, training.overwrite)
+    config = training.knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
                           precompute_beta=precompute_beta, distill_all_tokens=all_tokens,
                           nce_chunk_tokens=chunk_tokens)
-    result = train_nce(data, base, nat_dir, out, config,
-                       prompt_format(prompt_template, chat_template), split=split,
-                       resume=resume)
+    result = train_nce(data, base, nat_dir, out, config, training.fmt, split=split,
+                       resume=training.resume)
     report({"nce": result})
     b = result.beta
     if b.get("count"):

@@ -6,6 +6,9 @@ commands) and :mod:`distill.cli_asc` (ranker, eval, compare) both build on this 
 
 from __future__ import annotations
 
+import functools
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,6 +16,7 @@ import typer
 from rich.console import Console
 
 from curator.errors import CuratorError
+from distill.knobs import Knobs
 
 console = Console(stderr=True)
 
@@ -75,3 +79,56 @@ def report(results: dict) -> None:
                    f"--max-length)") if r.encode.dropped_prompt_too_long else ""
         console.print(f"{name}: {r.examples} examples{cut}{dropped}; {r.steps} steps; "
                       f"last loss {loss} -> {r.out}")
+
+
+# -- the options of every training command ----------------------------------------------------
+
+def _training_options(
+    epochs: Epochs = 3.0, max_steps: MaxSteps = -1, batch_size: BatchSize = 4,
+    grad_accum: GradAccum = 1, lr: Lr = 3e-4, lora_r: LoraR = 8, lora_alpha: LoraAlpha = 16,
+    lora_dropout: LoraDropout = 0.05, target_modules: Targets = None, seed: Seed = 42,
+    bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
+    prompt_template: Template = None, chat_template: Chat = False,
+    train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
+    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
+    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
+) -> None:
+    """The options `distill train`, `nat` and `nce` share, in --help order, with defaults."""
+
+
+@dataclass
+class Training:
+    """The shared options of one training command, as :func:`training_command` passes them."""
+    knobs: Knobs
+    prompt_template: Optional[str]
+    chat_template: bool
+    resume: bool
+    overwrite: bool
+
+    @property
+    def fmt(self):
+        return prompt_format(self.prompt_template, self.chat_template)
+
+
+def training_command(command):
+    """``command(<its own options>, training: Training)`` as a command that also takes the
+    options of :func:`_training_options` (after its own; same names, defaults and help in
+    every training command). Called directly, the shared options take their defaults."""
+    own = inspect.signature(command, eval_str=True)
+    shared = inspect.signature(_training_options, eval_str=True).parameters
+    params = [p for name, p in own.parameters.items() if name != "training"]
+    sig = own.replace(parameters=params + list(shared.values()))
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        mine = {k: v for k, v in bound.arguments.items() if k not in shared}
+        opts = {k: v for k, v in bound.arguments.items() if k in shared}
+        training = Training(Knobs.of(opts), opts["prompt_template"], opts["chat_template"],
+                            opts["resume"], opts["overwrite"])
+        return command(**mine, training=training)
+
+    run.__signature__ = sig
+    run.__annotations__ = {p.name: p.annotation for p in sig.parameters.values()}
+    return run
