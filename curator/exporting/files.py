@@ -186,8 +186,6 @@ def _publish(tmp: Path, out: Path, overwrite: bool, warehouse: Path | None) -> N
         os.close(fd)
 
 
-
-
 def file_hashes(root: Path) -> list[dict]:
     """sha256 and size of every file under ``root`` except the manifest, sorted by path."""
     out = []
