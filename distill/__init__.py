@@ -23,6 +23,7 @@ The methods, one module or package each
 Around them
 - :mod:`distill.compare`     the paper's comparison table from one config file
 - :mod:`distill.tiny`        a tiny local Llama model and tokenizer for tests and demos
+- :mod:`distill.gguf`        a GGUF model turned into a transformers directory for --base
 - :mod:`distill.cli`, :mod:`distill.cli_asc`, :mod:`distill.cli_options`
                              the ``distill`` command line (thin wrappers over the above)
 
