@@ -1,19 +1,25 @@
 """The `curator` command line. Commands only parse options and call library functions.
 
-Commands of other modules register themselves through ``register(app)`` functions, listed
-at the bottom of this file; they import heavy dependencies inside the command body so
-that `curator --help` stays fast.
+Every command is a module-level function that can be imported and called: the core ones
+(init, load, import, sql, stats) are here, the others in ``curator.teachers.cli``,
+``curator.grading.cli`` and ``curator.exporting.cli``, which each expose ``register(app)``.
+Options, consoles and warehouse opening shared by all of them live in
+:mod:`curator.cli_common` (conventions: docs/cli.md). Heavy dependencies are imported
+inside the command bodies so that `curator --help` stays fast.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
+from curator.cli_common import (DbOption, ReportFormat, ReportFormatOption, TableFormatOption,
+                                console, emit_json, err_console, note, open_warehouse, warn,
+                                wrote_to)
 from curator.errors import CuratorError
 from curator.output import Format, render
 
@@ -29,36 +35,29 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-# Piped output (files, CI logs, the README's examples) gets a wide console instead of
-# rich's 80-column default, so ids are not folded over several lines.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
-
-DbOption = Annotated[Optional[Path], typer.Option(
-    "--db", help="Warehouse file (default: $CURATOR_DB or warehouse/curator.duckdb).",
-    envvar="CURATOR_DB", show_default=False)]
-FormatOption = Annotated[Format, typer.Option("--format", "-f", help="Output format.")]
+# kept for callers of the old names
+FormatOption = TableFormatOption
+warehouse = open_warehouse
 
 
-def warehouse(db: Path | None):
-    from curator.warehouse import Warehouse
-    return Warehouse(db)
-
-
-@app.command()
-def init(db: DbOption = None) -> None:
+def init(db: DbOption = None, fmt: ReportFormatOption = ReportFormat.table) -> None:
     """Create the warehouse (idempotent) and bring its schema up to date."""
-    wh = warehouse(db)
+    from curator.warehouse import Warehouse
+
+    wh = Warehouse(db)
     created = wh.init()
-    console.print(f"{'created' if created else 'up to date'}: {wh.path}")
+    if fmt is ReportFormat.json:
+        emit_json({"warehouse": str(wh.path.resolve()), "created": created})
+    else:
+        console.print(f"{'created' if created else 'up to date'}: {wh.path}", highlight=False,
+                      soft_wrap=True)
 
 
-@app.command()
 def load(
     fmt: Annotated[str, typer.Argument(
         metavar="FORMAT", help="math | gsm8k | svamp | asdiv | multiarith | jsonl | parquet")],
     path: Annotated[Path, typer.Argument(help="File or directory to load.")],
-    split: Annotated[Optional[str], typer.Option(help="Split name (default: from the path or 'train').")] = None,
+    split: Annotated[Optional[str], typer.Option(help="Split name (default: from the path or 'train'; 'test' for svamp, asdiv, multiarith). The split chosen and why is printed.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: the format, e.g. 'gsm8k'; for jsonl/parquet the file name up to its first dot, e.g. 'mydata' for mydata.test.jsonl).")] = None,
     subset: Annotated[Optional[str], typer.Option(help="asdiv: 'asdiv-a' keeps the ids listed in nfolds/asdiv-a.")] = None,
     question_field: Annotated[str, typer.Option(help="jsonl/parquet: field holding the question.")] = "question",
@@ -69,24 +68,46 @@ def load(
     level_field: Annotated[Optional[str], typer.Option(help="jsonl/parquet: field with the level.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Load the valid records and write the rejected ones, with reasons, to a rejects file.")] = False,
     rejects: Annotated[Optional[Path], typer.Option(help="Where --skip-invalid writes rejected records (default: next to the warehouse).")] = None,
+    update: Annotated[bool, typer.Option("--update", help="Problems already stored whose reference answer changed in the file take the file's answer; their verdicts are deleted so that `curator grade` regrades them. Without it, changes are only listed.")] = False,
+    out_fmt: ReportFormatOption = ReportFormat.table,
     db: DbOption = None,
 ) -> None:
-    """Load a problem set into the `problems` table (re-loading adds nothing)."""
+    """Load a problem set into the `problems` table (re-loading adds nothing; changed
+    answers are reported, and applied with --update)."""
     from curator.sources import FieldMap, load_problems
 
     fields = FieldMap(question=question_field, answer=answer_field, solution=solution_field,
                       id=id_field, subject=subject_field, level=level_field)
-    report = load_problems(warehouse(db), fmt, path, split=split, dataset=dataset,
+    wh = open_warehouse(db)
+    report = load_problems(wh, fmt, path, split=split, dataset=dataset,
                            subset=subset, fields=fields, skip_invalid=skip_invalid,
-                           rejects_path=rejects)
-    render(["dataset", "split", "read", "added", "already present"], report.rows(), Format.table,
-           console, title=f"load {fmt} {path}")
+                           rejects_path=rejects, update=update)
+    for choice in report.splits:
+        (warn if choice.guessed else note)(choice.describe())
+    if out_fmt is ReportFormat.json:
+        emit_json({"warehouse": str(wh.path.resolve()), "format": fmt, "path": str(path),
+                   **report.as_json()})
+    else:
+        render(["dataset", "split", "read", "added", "already present"], report.rows(),
+               Format.table, console, title=f"load {fmt} {path}")
+    if report.changes:
+        shown = report.changes[:10]
+        more = f" (first {len(shown)} shown)" if len(report.changes) > len(shown) else ""
+        lines = "; ".join(f"{c.source_id}: {c.stored!r} -> {c.loaded!r}" for c in shown)
+        if report.updated:
+            note(f"updated the reference answer of {len(report.changes):,} problem(s){more}: "
+                 f"{lines}. Deleted {report.verdicts_cleared:,} verdict(s) graded against the "
+                 "old answers; run `curator grade` to regrade them.", style="yellow")
+        else:
+            warn(f"{len(report.changes):,} problem(s) already stored have another reference "
+                 f"answer in this file{more}: {lines}. The stored answers were kept; re-run "
+                 "with --update to replace them (their verdicts are then regraded).")
     if report.rejected:
-        console.print(f"[yellow]{report.rejected} invalid record(s) skipped; reasons in "
-                      f"{report.rejects_path}[/yellow]")
+        note(f"{report.rejected} invalid record(s) skipped; reasons in {report.rejects_path}",
+             style="yellow")
+    wrote_to(wh)
 
 
-@app.command("import")
 def import_(
     fmt: Annotated[str, typer.Argument(metavar="FORMAT", help="tdg | jsonl")],
     path: Annotated[Path, typer.Argument(help="File to import (.gz is read transparently).")],
@@ -96,60 +117,146 @@ def import_(
     provider: Annotated[Optional[str], typer.Option(help="Provider to record for the run.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Import the valid records and write the rejected ones to a rejects file.")] = False,
     rejects: Annotated[Optional[Path], typer.Option(help="Where --skip-invalid writes rejected records.")] = None,
+    out_fmt: ReportFormatOption = ReportFormat.table,
     db: DbOption = None,
 ) -> None:
     """Import existing rationales as a run, linked to loaded problems by question text."""
     from curator.imports import import_samples
 
-    rep = import_samples(warehouse(db), fmt, path, model=model, dataset=dataset, split=split,
+    wh = open_warehouse(db)
+    rep = import_samples(wh, fmt, path, model=model, dataset=dataset, split=split,
                          provider=provider, skip_invalid=skip_invalid, rejects_path=rejects)
-    render(["run_id", "model", "records", "linked", "problems created", "samples added",
-            "already present"], [rep.row()], Format.table, console, title=f"import {fmt} {path}")
+    columns = ["run_id", "model", "records", "linked", "problems created", "samples added",
+               "already present"]
+    if out_fmt is ReportFormat.json:
+        emit_json({"warehouse": str(wh.path.resolve()), "format": fmt, "path": str(path),
+                   "runs": [dict(zip([c.replace(" ", "_") for c in columns], r))
+                            for r in rep.rows()],
+                   "rejected": rep.rejected,
+                   "rejects_path": str(rep.rejects_path) if rep.rejects_path else None})
+    else:
+        render(columns, [rep.row()], Format.table, console, title=f"import {fmt} {path}")
     if rep.rejected:
-        console.print(f"[yellow]{rep.rejected} invalid record(s) skipped; reasons in "
-                      f"{rep.rejects_path}[/yellow]")
+        note(f"{rep.rejected} invalid record(s) skipped; reasons in {rep.rejects_path}",
+             style="yellow")
+    wrote_to(wh)
 
 
-@app.command()
+def _contract_names() -> tuple[list[str], list[str]]:
+    """The warehouse's tables and views, read from the schema and view files."""
+    from curator.warehouse import contract_dir
+
+    tables: list[str] = []
+    views: list[str] = []
+    try:
+        for f in sorted(contract_dir("migrations").glob("*.sql")):
+            tables += re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", f.read_text(), re.I)
+        for f in sorted(contract_dir("views").glob("*.sql")):
+            views += re.findall(r"CREATE (?:OR REPLACE )?VIEW (\w+)", f.read_text(), re.I)
+    except OSError:
+        pass
+    return list(dict.fromkeys(tables)), list(dict.fromkeys(views))
+
+
+def _sql_help() -> str:
+    tables, views = _contract_names()
+    return (
+        "Run SQL against the warehouse. Without --write it can read the warehouse (and the "
+        "--file tables) and nothing else: no statement can write a file or change a setting "
+        "(see docs/sql.md).\n\n"
+        "QUERY is the SQL itself, `-` to read it from stdin, or the path of a file holding it.\n\n"
+        f"**Tables:** {', '.join(tables) or '(see schemas/migrations)'}.\n\n"
+        f"**Views:** {', '.join(views) or '(see warehouse/views)'}.\n\n"
+        "**Examples:**\n\n"
+        "`curator sql \"SELECT teacher, grade_status, count(*) FROM failure_chains GROUP BY ALL "
+        "ORDER BY 3 DESC\"`\n\n"
+        "`curator sql - --format json < hard.sql`  (or `curator sql hard.sql`)")
+
+
+def read_query(query: str) -> tuple[str, str]:
+    """The SQL text of the QUERY argument and where it came from: `-` is stdin, an existing
+    file is read, anything else is the SQL itself."""
+    if query == "-":
+        text = sys.stdin.read()
+        source = "stdin"
+    else:
+        p = Path(query)
+        looks_like_path = "\n" not in query and len(query) < 4096 and (
+            query.lower().endswith(".sql") or p.is_file())
+        if not looks_like_path:
+            return query, "argument"
+        try:
+            if p.is_dir():
+                raise CuratorError(f"{query} is a directory; give a .sql file, `-` for stdin, "
+                                   "or the SQL itself")
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CuratorError(f"no such SQL file: {query} (give the SQL itself, `-` to read "
+                               "stdin, or an existing file)") from None
+        except UnicodeDecodeError as exc:
+            raise CuratorError(f"{query}: not UTF-8 text ({exc.reason})") from None
+        except OSError as exc:
+            raise CuratorError(f"cannot read {query}: {exc.strerror or exc}") from None
+        source = query
+    if not text.strip():
+        raise CuratorError(f"no SQL in {source}")
+    return text, source
+
+
 def sql(
-    query: Annotated[str, typer.Argument(help="SQL to run against the warehouse.")],
-    fmt: FormatOption = Format.table,
+    query: Annotated[str, typer.Argument(help="SQL to run; `-` reads it from stdin; a file path reads that file.")],
+    fmt: TableFormatOption = Format.table,
     write: Annotated[bool, typer.Option("--write", help="Allow statements that modify the warehouse, write files or change settings.")] = False,
     file: Annotated[Optional[list[str]], typer.Option("--file", metavar="NAME=PATH", help="Copy a Parquet, JSON(L) or CSV file into a temporary table NAME first (repeatable), to join with it.")] = None,
     db: DbOption = None,
 ) -> None:
-    """Run SQL against the warehouse. Without --write it can read the warehouse (and the
-    --file tables) and nothing else: no statement can write a file or change a setting
-    (see docs/sql.md)."""
     from curator.query import parse_file_tables, run_sql
 
-    columns, rows = run_sql(warehouse(db), query, write=write,
-                            files=parse_file_tables(file or []))
+    text, _ = read_query(query)
+    files = parse_file_tables(file or [])
+    wh = open_warehouse(db)
+    columns, rows = run_sql(wh, text, write=write, files=files)
     if columns:
         render(columns, rows, fmt, console)
+    elif fmt is Format.json:
+        emit_json([])
+    if write:
+        wrote_to(wh)
 
 
-@app.command()
-def stats(fmt: FormatOption = Format.table, db: DbOption = None) -> None:
+sql.__doc__ = _sql_help()
+
+
+def stats(fmt: TableFormatOption = Format.table, db: DbOption = None) -> None:
     """Problems per dataset/split/subject/level, and per run: samples, errors, tokens,
     cost, positives and negatives."""
     from curator.query import warehouse_stats
 
-    st = warehouse_stats(warehouse(db))
+    st = warehouse_stats(open_warehouse(db))
     if fmt is Format.json:
-        import json
-        console.file.write(json.dumps(st.as_json(), indent=2, default=str) + "\n")
+        emit_json(st.as_json())
         return
     for title, (cols, rows) in st.tables().items():
         render(cols, rows, fmt, console, title=title)
 
 
+app.command()(init)
+app.command()(load)
+app.command("import")(import_)
+app.command()(sql)
+app.command()(stats)
+
 # -- commands of other modules ---------------------------------------------------------
-# (each module exposes register(app); keep this list in pipeline order)
+# (each module exposes register(app); keep this list in pipeline order. They import
+# curator.cli_common, never this module, so there is no import circle.)
 # registered-commands-begin
-from curator.teachers import cli as _teachers; _teachers.register(app)  # noqa: E402
-from curator.grading import cli as _grading; _grading.register(app)  # noqa: E402
-from curator.exporting import cli as _exporting; _exporting.register(app)  # noqa: E402
+from curator.teachers import cli as _teachers  # noqa: E402
+from curator.grading import cli as _grading  # noqa: E402
+from curator.exporting import cli as _exporting  # noqa: E402
+
+_teachers.register(app)
+_grading.register(app)
+_exporting.register(app)
 # registered-commands-end
 
 

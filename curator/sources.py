@@ -29,7 +29,7 @@ from curator import ids
 from curator.errors import CuratorError, InputError
 from curator.latex import last_boxed
 from curator.paths import REJECTS, atomic_write, guard_output
-from curator.warehouse import Warehouse
+from curator.warehouse import Warehouse, scalar
 
 MAX_FIELD_CHARS = 1_000_000
 SPLIT_NAMES = ("train", "test", "validation", "valid", "dev", "val")
@@ -189,6 +189,20 @@ def format_number(v: Any) -> str:
     raise BadRecord(f"expected a number, got {type(v).__name__}")
 
 
+def numeric_answer(v: Any, name: str) -> str:
+    """A reference answer that must be a number (SVAMP, MultiArith): a JSON number, or a
+    string holding one ('1,250', '-3.5'); anything else is a bad record."""
+    if isinstance(v, str) and not re.fullmatch(r"[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?",
+                                               v.strip(), re.I):
+        raise BadRecord(f"field '{name}' must be a number, got {v!r}")
+    if v is None:
+        raise BadRecord(f"field '{name}' must be a number, got null")
+    try:
+        return format_number(v)
+    except BadRecord as exc:
+        raise BadRecord(f"field '{name}': {exc}") from None
+
+
 def parse_level(v: Any) -> int | None:
     """'Level 4' -> 4; MATH's 'Level ?' and other non-numbers -> None."""
     if v is None or isinstance(v, bool):
@@ -242,6 +256,38 @@ class FieldMap:
 
 
 @dataclass
+class SplitChoice:
+    """How a load chose a split: ``how`` is 'option' (--split), 'layout' (the format's
+    folder layout or record ids), 'file name' (a guess from the file's name), 'default'
+    (nothing named one) or 'dataset' (the dataset is one evaluation set)."""
+
+    split: str
+    how: str
+    source: str
+
+    @property
+    def guessed(self) -> bool:
+        return self.how in ("file name", "default")
+
+    def describe(self) -> str:
+        return {
+            "option": f"split '{self.split}': given with --split",
+            "layout": f"split '{self.split}': from the folder layout / record ids ({self.source})",
+            "file name": f"split '{self.split}': guessed from the file name {self.source}; "
+                         "pass --split to choose it",
+            "default": f"split '{self.split}': {self.source} names no split "
+                       f"({'/'.join(SPLIT_NAMES)}), so the default was used; pass --split to "
+                       "choose it",
+            "dataset": f"split '{self.split}': {self.source} is an evaluation set, stored as "
+                       f"'{self.split}' (pass --split to change it)",
+        }[self.how]
+
+    def as_json(self) -> dict:
+        return {"split": self.split, "how": self.how, "source": self.source,
+                "guessed": self.guessed}
+
+
+@dataclass
 class LoadContext:
     path: Path
     dataset: str
@@ -249,13 +295,37 @@ class LoadContext:
     subset: str | None
     fields: FieldMap
     collector: Collector
+    splits: dict[tuple[str, str], SplitChoice] = field(default_factory=dict)
+
+    def _record(self, split: str, how: str, source: str) -> str:
+        self.splits.setdefault((split, how), SplitChoice(split, how, source))
+        return split
+
+    def split_for(self, path: Path, default: str, *, layout: bool = False) -> str:
+        """--split, else the split the path names (a guess unless ``layout``), else ``default``."""
+        if self.split:
+            return self._record(self.split, "option", str(path))
+        found = split_from_path(path, "")
+        if found:
+            return self._record(found, "layout" if layout else "file name", str(path))
+        return self._record(default, "default", str(path))
+
+    def fixed_split(self, default: str, dataset_name: str) -> str:
+        if self.split:
+            return self._record(self.split, "option", dataset_name)
+        return self._record(default, "dataset", dataset_name)
 
 
 def _guard(ctx: LoadContext, path: Path, line: int | None, record: str | None, raw: Any,
-           build: Callable[[], Problem | None]) -> Problem | None:
+           build: Callable[[], Problem | None],
+           line_of: Callable[[], int | None] | None = None) -> Problem | None:
+    """``build()``, with a bad record sent to the collector; ``line_of`` locates a record
+    of a JSON document (only computed when one is rejected)."""
     try:
         return build()
     except BadRecord as exc:
+        if line is None and line_of is not None:
+            line = line_of()
         ctx.collector.reject(str(exc), path, line, record, raw)
         return None
 
@@ -305,7 +375,7 @@ def read_math(ctx: LoadContext) -> Iterator[Problem]:
             raise InputError("no *.json problem files under this directory (expected the "
                              "MATH layout <split>/<subject>/<n>.json)", str(root))
         for pos, f in enumerate(files):
-            split = ctx.split or split_from_path(f.relative_to(root.parent), "train")
+            split = ctx.split_for(f.relative_to(root.parent), "train", layout=True)
             try:
                 obj = read_json_document(f)
             except InputError as exc:
@@ -323,8 +393,9 @@ def read_math(ctx: LoadContext) -> Iterator[Problem]:
     for n, obj in iter_jsonl(root, ctx.collector):
         uid = obj.get("unique_id")
         source_id = _math_unique_id(uid) if isinstance(uid, str) and uid else f"line{n}"
-        split = ctx.split or (split_from_path(Path(uid), "") if isinstance(uid, str) else "") \
-            or split_from_path(root, "train")
+        from_uid = split_from_path(Path(uid), "") if isinstance(uid, str) and not ctx.split else ""
+        split = (ctx._record(from_uid, "layout", f"{root.name}: unique_id {uid}") if from_uid
+                 else ctx.split_for(root, "train"))
         p = _guard(ctx, root, n, None, obj,
                    lambda: _math_problem(obj, ctx, split, source_id, root, n))
         if p:
@@ -342,7 +413,7 @@ def _jsonl_files(ctx: LoadContext, pattern: str = "*.jsonl") -> list[Path]:
 
 def read_gsm8k(ctx: LoadContext) -> Iterator[Problem]:
     for f in _jsonl_files(ctx):
-        split = ctx.split or split_from_path(f, "train")
+        split = ctx.split_for(f, "train")
         for n, obj in iter_jsonl(f, ctx.collector):
             def build(obj=obj, n=n, f=f, split=split) -> Problem:
                 question = text_field(obj, "question")
@@ -361,7 +432,41 @@ def read_gsm8k(ctx: LoadContext) -> Iterator[Problem]:
                 yield p
 
 
-def _json_list(ctx: LoadContext, name: str) -> tuple[Path, list]:
+def element_lines(text: str) -> list[int]:
+    """The line (1-based) where each element of a top-level JSON array starts."""
+    lines: list[int] = []
+    line, depth, in_str, esc = 1, 0, False, False
+    expecting = False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch in " \t\r\n":
+            continue
+        if depth == 1 and expecting and ch not in ",]":
+            lines.append(line)
+            expecting = False
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth == 1:
+                expecting = True
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 1:
+            expecting = True
+    return lines
+
+
+def _json_list(ctx: LoadContext, name: str) -> tuple[Path, list, Callable[[int], int | None]]:
     f = ctx.path
     if f.is_dir():
         cands = sorted(f.glob("*.json"))
@@ -372,12 +477,18 @@ def _json_list(ctx: LoadContext, name: str) -> tuple[Path, list]:
     data = read_json_document(f)
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of {name} problems, got {type(data).__name__}", str(f))
-    return f, data
+    starts: list[int] = []
+
+    def line_of(i: int) -> int | None:
+        if not starts:
+            starts.extend(element_lines(read_text(f)))
+        return starts[i] if i < len(starts) else None
+    return f, data, line_of
 
 
 def read_svamp(ctx: LoadContext) -> Iterator[Problem]:
-    f, data = _json_list(ctx, "SVAMP")
-    split = ctx.split or "test"
+    f, data, line_of = _json_list(ctx, "SVAMP")
+    split = ctx.fixed_split("test", "SVAMP")
     for i, obj in enumerate(data):
         rec = f"record {i}"
         if isinstance(obj, dict) and obj.get("ID") is not None:
@@ -393,18 +504,18 @@ def read_svamp(ctx: LoadContext) -> Iterator[Problem]:
             sid = obj.get("ID")
             return Problem(dataset=ctx.dataset, split=split,
                            question=f"{body.strip()} {q.strip()}",
-                           reference_answer=format_number(obj["Answer"]),
+                           reference_answer=numeric_answer(obj["Answer"], "Answer"),
                            subject=obj.get("Type"), source_id=str(sid if sid is not None else i),
                            source_path=str(f), source_position=i,
                            metadata={"equation": obj.get("Equation")})
-        p = _guard(ctx, f, None, rec, obj, build)
+        p = _guard(ctx, f, None, rec, obj, build, line_of=lambda i=i: line_of(i))
         if p:
             yield p
 
 
 def read_multiarith(ctx: LoadContext) -> Iterator[Problem]:
-    f, data = _json_list(ctx, "MultiArith")
-    split = ctx.split or "test"
+    f, data, line_of = _json_list(ctx, "MultiArith")
+    split = ctx.fixed_split("test", "MultiArith")
     for i, obj in enumerate(data):
         rec = f"record {i}"
         if isinstance(obj, dict) and obj.get("iIndex") is not None:
@@ -417,14 +528,14 @@ def read_multiarith(ctx: LoadContext) -> Iterator[Problem]:
             sols = obj.get("lSolutions")
             if not isinstance(sols, list) or not sols:
                 raise BadRecord("field 'lSolutions' must be a non-empty list of numbers")
-            answers = [format_number(s) for s in sols]
+            answers = [numeric_answer(s, "lSolutions") for s in sols]
             sid = obj.get("iIndex")
             return Problem(dataset=ctx.dataset, split=split, question=question,
                            reference_answer=", ".join(answers),
                            reference_answers=answers if len(answers) > 1 else None,
                            source_id=str(sid if sid is not None else i), source_path=str(f),
                            source_position=i, metadata={"equations": obj.get("lEquations")})
-        p = _guard(ctx, f, None, rec, obj, build)
+        p = _guard(ctx, f, None, rec, obj, build, line_of=lambda i=i: line_of(i))
         if p:
             yield p
 
@@ -468,7 +579,7 @@ def read_asdiv(ctx: LoadContext) -> Iterator[Problem]:
             raise InputError("--subset asdiv-a needs the fold files nfolds/asdiv-a/fold*.txt "
                              "next to ASDiv.xml", str(f.parent / "nfolds" / "asdiv-a"))
         keep = {ln.strip() for fold in folds for ln in read_text(fold).splitlines() if ln.strip()}
-    split = ctx.split or "test"
+    split = ctx.fixed_split("test", "ASDiv")
     problems = root.findall(".//Problem")
     if not problems:
         raise InputError("no <Problem> elements found", str(f))
@@ -538,7 +649,7 @@ def _generic_problem(obj: dict, ctx: LoadContext, split: str, f: Path, n: int) -
 
 def read_jsonl(ctx: LoadContext) -> Iterator[Problem]:
     for f in _jsonl_files(ctx):
-        split = ctx.split or split_from_path(f, "train")
+        split = ctx.split_for(f, "train")
         for n, obj in iter_jsonl(f, ctx.collector):
             p = _guard(ctx, f, n, None, obj, lambda obj=obj, n=n, f=f, split=split:
                        _generic_problem(obj, ctx, split, f, n))
@@ -548,7 +659,7 @@ def read_jsonl(ctx: LoadContext) -> Iterator[Problem]:
 
 def read_parquet(ctx: LoadContext) -> Iterator[Problem]:
     for f in _jsonl_files(ctx, "*.parquet"):
-        split = ctx.split or split_from_path(f, "train")
+        split = ctx.split_for(f, "train")
         try:
             df = pl.read_parquet(f)
         except Exception as exc:  # polars raises several error types for bad files
@@ -630,10 +741,34 @@ def insert_problems(con, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 @dataclass
+class AnswerChange:
+    """A problem already stored whose reference answer differs in the file loaded again."""
+
+    problem_id: str
+    dataset: str
+    split: str
+    source_id: str
+    stored: str | None
+    loaded: str | None
+
+    def row(self) -> tuple:
+        return (self.dataset, self.split, self.source_id, self.stored, self.loaded)
+
+    def as_json(self) -> dict:
+        return {"problem_id": self.problem_id, "dataset": self.dataset, "split": self.split,
+                "source_id": self.source_id, "stored": self.stored, "loaded": self.loaded}
+
+
+@dataclass
 class LoadReport:
     counts: list[tuple[str, str, int, int]]
     rejected: int = 0
     rejects_path: Path | None = None
+    splits: list[SplitChoice] = field(default_factory=list)
+    # problems already stored whose answers differ in this file; applied when ``updated``
+    changes: list[AnswerChange] = field(default_factory=list)
+    updated: bool = False
+    verdicts_cleared: int = 0
 
     def rows(self) -> list[tuple]:
         return [(d, s, r, a, r - a) for d, s, r, a in self.counts]
@@ -645,6 +780,63 @@ class LoadReport:
     @property
     def read(self) -> int:
         return sum(r for _, _, r, _ in self.counts)
+
+    def as_json(self) -> dict:
+        return {"splits": [{"dataset": d, "split": s, "read": r, "added": a,
+                            "already_present": r - a} for d, s, r, a in self.counts],
+                "read": self.read, "added": self.added,
+                "split_choices": [c.as_json() for c in self.splits],
+                "answer_changes": [c.as_json() for c in self.changes],
+                "answers_updated": self.updated, "verdicts_cleared": self.verdicts_cleared,
+                "rejected": self.rejected,
+                "rejects_path": str(self.rejects_path) if self.rejects_path else None}
+
+
+def answer_changes(con, frame: pl.DataFrame) -> list[AnswerChange]:
+    """Problems of ``frame`` already stored with another reference answer (or list of
+    answers, or reference solution)."""
+    con.register("incoming_problems", frame)
+    try:
+        rows = con.execute("""
+            SELECT p.problem_id, p.dataset, p.split, p.source_id, p.reference_answer,
+                   i.reference_answer
+            FROM incoming_problems i JOIN problems p USING (problem_id)
+            WHERE p.reference_answer IS DISTINCT FROM i.reference_answer
+               OR p.reference_answers IS DISTINCT FROM i.reference_answers
+               OR p.reference_solution IS DISTINCT FROM i.reference_solution
+            ORDER BY p.dataset, p.split, p.source_position, p.problem_id""").fetchall()
+    finally:
+        con.unregister("incoming_problems")
+    return [AnswerChange(*r) for r in rows]
+
+
+def apply_answer_changes(con, frame: pl.DataFrame, changes: list[AnswerChange]) -> int:
+    """Store the loaded answers of ``changes`` and delete the verdicts graded against the
+    old ones (``curator grade`` regrades those samples). Returns the verdicts deleted.
+    Runs inside the caller's transaction."""
+    ids = pl.DataFrame({"problem_id": [c.problem_id for c in changes]},
+                       schema={"problem_id": pl.Utf8})
+    con.register("changed_ids", ids)
+    con.register("incoming_problems", frame)
+    try:
+        cleared = scalar(con, """
+            SELECT count(*) FROM grades g JOIN samples s USING (sample_id)
+            WHERE s.problem_id IN (SELECT problem_id FROM changed_ids)""")
+        con.execute("""
+            DELETE FROM grades WHERE sample_id IN (
+                SELECT sample_id FROM samples
+                WHERE problem_id IN (SELECT problem_id FROM changed_ids))""")
+        con.execute("""
+            UPDATE problems SET reference_answer = i.reference_answer,
+                                reference_answers = i.reference_answers,
+                                reference_solution = i.reference_solution
+            FROM incoming_problems i
+            WHERE problems.problem_id = i.problem_id
+              AND problems.problem_id IN (SELECT problem_id FROM changed_ids)""")
+    finally:
+        con.unregister("changed_ids")
+        con.unregister("incoming_problems")
+    return int(cleared or 0)
 
 
 def default_rejects_path(wh: Warehouse, what: str) -> Path:
@@ -662,8 +854,13 @@ def default_rejects_path(wh: Warehouse, what: str) -> Path:
 def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | None = None,
                   dataset: str | None = None, subset: str | None = None,
                   fields: FieldMap | None = None, skip_invalid: bool = False,
-                  rejects_path: Path | None = None) -> LoadReport:
-    """Read a problem set and add its new problems to the warehouse in one transaction."""
+                  rejects_path: Path | None = None, update: bool = False) -> LoadReport:
+    """Read a problem set and add its new problems to the warehouse in one transaction.
+
+    Problems already stored are left as they are; those whose reference answer differs
+    in the file are listed in ``report.changes``. With ``update`` their answers are
+    replaced by the file's, and the verdicts graded against the old answers are deleted
+    so that `curator grade` regrades those samples (in the same transaction)."""
     fmt = fmt.lower()
     if fmt not in READERS:
         raise CuratorError(f"unknown format {fmt!r}; choose one of: {', '.join(READERS)}")
@@ -685,7 +882,7 @@ def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | Non
         first = next(p for p in problems if p.problem_id == dups[0])
         raise InputError(f"{len(dups)} records share an id (e.g. source id {first.source_id!r}); "
                          "ids must be unique within a dataset split (use --id-field)", str(path))
-    report = LoadReport(counts=[])
+    report = LoadReport(counts=[], splits=list(ctx.splits.values()))
     if collector.rejected:
         report.rejected = len(collector.rejected)
         report.rejects_path = rejects_path or default_rejects_path(wh, f"load-{fmt}")
@@ -696,6 +893,10 @@ def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | Non
             str(path))
     frame = problems_frame(problems)
     with wh.write() as con:
+        report.changes = answer_changes(con, frame)
         counts = insert_problems(con, frame)
+        if update and report.changes:
+            report.verdicts_cleared = apply_answer_changes(con, frame, report.changes)
+            report.updated = True
     report.counts = [tuple(r) for r in counts.iter_rows()]
     return report

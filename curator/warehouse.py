@@ -19,7 +19,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -87,8 +87,12 @@ class Warehouse:
     """Access to one warehouse file. Cheap to create; holds no connection between uses."""
 
     def __init__(self, path: str | os.PathLike | None = None,
-                 lock_timeout: float | None = None):
+                 lock_timeout: float | None = None,
+                 on_create: Callable[[Path, list[Path]], None] | None = None):
+        """``on_create(path, directories_made)`` is called when a write finds no warehouse
+        and creates one (explicit :meth:`init` calls excepted)."""
         self.path = resolve_db_path(path)
+        self.on_create = on_create
         if lock_timeout is None:
             raw = os.environ.get(ENV_LOCK_TIMEOUT)
             if raw is None:
@@ -221,7 +225,11 @@ class Warehouse:
                 raise CuratorError(
                     f"no warehouse at {self.path}: run `curator init` or `curator load` first "
                     f"(or point --db / {ENV_DB} at an existing one)")
+            missing = [d for d in [self.path.parent, *self.path.parent.parents]
+                       if not d.exists()][::-1]
             self.init()
+            if self.on_create is not None:
+                self.on_create(self.path, missing)
             return
         con = self._connect(read_only=True)
         try:

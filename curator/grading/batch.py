@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from curator.grading import api
 from curator.grading.compare import UNPARSEABLE, NeedsSympy, Verdict
-from curator.errors import WarehouseBusy
+from curator.errors import CuratorError, WarehouseBusy
 from curator.warehouse import Warehouse
 
 PAGE = 5_000
@@ -249,6 +249,14 @@ def grade_stream(items: Iterable[tuple[object, str | None, str, str | None]], *,
     stats.sympy_seconds = time.monotonic() - t1
 
 
+def check_grade_options(timeout: float, workers: int | None) -> None:
+    """Refuse a timeout or worker count grading cannot run with (messages name the options)."""
+    if not timeout > 0:  # also refuses nan
+        raise CuratorError("--timeout must be positive")
+    if workers is not None and workers < 1:
+        raise CuratorError("--workers must be at least 1")
+
+
 def grade_pending(wh: Warehouse, *, run_ids: list[str] | None = None, workers: int | None = None,
                   timeout: float = api.DEFAULT_TIMEOUT, progress: Callable[[int], None] | None = None,
                   version: str = api.GRADER_VERSION) -> GradeReport:
@@ -256,6 +264,7 @@ def grade_pending(wh: Warehouse, *, run_ids: list[str] | None = None, workers: i
     ``run_ids`` only, when given). ``progress(n)`` is called with the number of verdicts
     each commit adds. Safe to interrupt: every committed verdict stays, and the next call
     grades the rest."""
+    check_grade_options(timeout, workers)
     t0 = time.monotonic()
     report = GradeReport(version)
     writer = _Writer(wh, version, report, progress)

@@ -13,6 +13,21 @@ FAULTS = ("ok", "429", "500", "503", "hang", "drop", "malformed", "length",
 BATCH_FAULTS = ("ok", "error", "expired")
 
 
+def parse_fault_rates(specs: list[str]) -> dict[str, float]:
+    """``["429=0.2", "hang=0.01"]`` (the ``--fault`` option) -> ``{"429": 0.2, "hang": 0.01}``;
+    names and ranges are checked by :meth:`ServerConfig.validate`."""
+    rates: dict[str, float] = {}
+    for spec in specs:
+        name, sep, rate = spec.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            rates[name.strip()] = float(rate)
+        except ValueError:
+            raise CuratorError(f"--fault {spec!r}: expected NAME=RATE, e.g. 429=0.2") from None
+    return rates
+
+
 @dataclass
 class ServerConfig:
     # fixed latency of every answer, plus uniform jitter in [0, latency_jitter_ms]

@@ -9,23 +9,19 @@ from typing import Annotated, Optional
 
 import typer
 
-from curator.output import Format, render
-
-DbOption = Annotated[Optional[Path], typer.Option(
-    "--db", help="Warehouse file (default: $CURATOR_DB or warehouse/curator.duckdb).",
-    envvar="CURATOR_DB", show_default=False)]
+from curator.cli_common import (DbOption, TableFormatOption, console, emit_json, err_console,
+                                note, open_warehouse, wrote_to)
+from curator.output import Format, render, plain
 
 batch_app = typer.Typer(help="Follow up batches submitted with `curator generate --batch`.",
                         no_args_is_help=True)
 
 
 def _wh(db):
-    from curator.warehouse import Warehouse
-    return Warehouse(db)
+    return open_warehouse(db)
 
 
 def _console():
-    from curator.cli import console
     return console
 
 
@@ -62,7 +58,7 @@ def generate(
     batch_max_requests: Annotated[Optional[int], typer.Option(help="Split batches at this many requests (default: the provider's limit).")] = None,
     grade: Annotated[bool, typer.Option("--grade", help="Grade rationales as they arrive.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live display: a progress line every 30 s, for logs.")] = False,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format of the summary.")] = Format.table,
+    fmt: TableFormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
     """Sample K chain-of-thought rationales per problem from a teacher and store every
@@ -97,59 +93,73 @@ def generate(
                [[b.batch_id, b.run_id, b.requests, b.samples, b.status] for b in subs],
                fmt, console, title="batches submitted")
         if subs:
-            console.print("follow up with `curator batch status` and `curator batch collect`")
+            note("follow up with `curator batch status` and `curator batch collect`")
         else:
-            console.print("nothing to submit: every sample is stored or waiting in a batch")
+            note("nothing to submit: every sample is stored or waiting in a batch")
+        wrote_to(wh)
         return
     try:
-        rep = run_generate(wh, spec, progress=Progress(quiet=quiet))
+        rep = run_generate(wh, spec, progress=Progress(quiet=quiet, console=err_console))
     except GenerationInterrupted as stop:
         st = stop.report.stats
-        from curator.cli import err_console
-        err_console.print(f"interrupted: {st.done:,} of {st.total:,} samples stored (every "
-                          f"answer received was kept); re-run the same command to continue",
-                          highlight=False)
+        note(f"interrupted: {st.done:,} of {st.total:,} samples stored (every answer received "
+             f"was kept); re-run the same command to continue")
+        wrote_to(wh)
         raise typer.Exit(130) from None
     st = rep.stats
     rows = [[r.run_id, r.model, r.prompt, r.problems, r.missing] for r in rep.plan.summaries]
-    render(["run_id", "model", "prompt", "problems", "requested samples"], rows, fmt, console,
-           title="curator generate")
+    columns = ["run_id", "model", "prompt", "problems", "requested samples"]
+    missing = st.total - st.done
+    if fmt is Format.json:
+        emit_json({"warehouse": str(wh.path.resolve()),
+                   "runs": [dict(zip(columns, r)) for r in rows],
+                   "stored": st.done, "requested": st.total, "truncated": st.truncated,
+                   "failed": st.failed, "missing": missing, "not_requested": rep.not_requested,
+                   "requests": st.requests, "prompt_tokens": st.prompt_tokens,
+                   "completion_tokens": st.completion_tokens,
+                   "cost_usd": st.spend if st.priced else None,
+                   "seconds": round(rep.elapsed_s, 3), "replayed": rep.replayed,
+                   "stop_reason": rep.stop_reason, "grade_error": rep.grade_error,
+                   "uncommitted": st.uncommitted,
+                   "claimed_elsewhere": rep.claimed_elsewhere.samples,
+                   "retried_errors": plain(dict(st.failures))})
+    else:
+        render(columns, rows, fmt, console, title="curator generate")
     spend = f"${st.spend:,.4f}" if st.priced else "unpriced model"
-    console.print(f"stored {st.done:,} of {st.total:,} samples ({st.truncated:,} truncated, "
-                  f"{st.failed:,} failed and stored with their error) in {rep.elapsed_s:.1f}s; "
-                  f"{st.requests:,} requests, {st.prompt_tokens:,} input and "
-                  f"{st.completion_tokens:,} output tokens, {spend}; retried errors: "
-                  f"{error_summary(st)}", highlight=False)
+    note(f"stored {st.done:,} of {st.total:,} samples ({st.truncated:,} truncated, "
+         f"{st.failed:,} failed and stored with their error) in {rep.elapsed_s:.1f}s; "
+         f"{st.requests:,} requests, {st.prompt_tokens:,} input and "
+         f"{st.completion_tokens:,} output tokens, {spend}; retried errors: "
+         f"{error_summary(st)}")
     if rep.replayed:
-        console.print(f"first stored {rep.replayed:,} journal records left by an interrupted run")
+        note(f"first stored {rep.replayed:,} journal records left by an interrupted run")
     if rep.claimed_elsewhere.samples:
-        from curator.cli import err_console
         pids = ", ".join(map(str, rep.claimed_elsewhere.pids))
-        err_console.print(f"{rep.claimed_elsewhere.samples:,} missing samples were left to "
-                          f"another `curator generate` on this warehouse (pid {pids}), which "
-                          f"is requesting them now; re-run after it ends to retry any it "
-                          f"could not get", highlight=False)
-    if rep.stop_reason == "max_cost":
-        console.print(f"[yellow]stopped dispatching at --max-cost ${max_cost}: "
-                      f"{rep.not_requested:,} samples not requested; re-run with a higher budget "
-                      f"to continue[/yellow]")
-    elif rep.stop_reason and rep.stop_reason != "interrupted":
-        console.print(f"[yellow]stopped: {rep.stop_reason}[/yellow]")
-    from curator.cli import err_console
+        note(f"{rep.claimed_elsewhere.samples:,} missing samples were left to another "
+             f"`curator generate` on this warehouse (pid {pids}), which is requesting them "
+             f"now; re-run after it ends to retry any it could not get")
     if st.uncommitted:
-        err_console.print(f"{st.uncommitted:,} journal records (answers received and paid "
-                          f"for) are not in the warehouse yet: it stayed locked by another "
-                          f"process. They are safe in {wh.path}.journal and the next "
-                          f"`curator generate` stores them first"
-                          + (" (then `curator grade` grades them)" if grade else ""),
-                          highlight=False)
+        note(f"{st.uncommitted:,} journal records (answers received and paid for) are not in "
+             f"the warehouse yet: it stayed locked by another process. They are safe in "
+             f"{wh.path}.journal and the next `curator generate` stores them first"
+             + (" (then `curator grade` grades them)" if grade else ""))
     if rep.grade_error:
-        err_console.print(f"grading incomplete: {rep.grade_error}", highlight=False)
+        note(f"grading incomplete: {rep.grade_error}", style="yellow")
+    wrote_to(wh)
+    if rep.stop_reason == "max_cost":
+        spent = f"${st.spend:,.4f}" if st.priced else "an unpriced amount"
+        note(f"stopped by --max-cost ${max_cost}: {spent} spent, and the next request would "
+             f"have passed the budget, so {rep.not_requested:,} sample(s) were not requested. "
+             "Re-run with a higher --max-cost to continue.", style="yellow")
+    elif rep.stop_reason and rep.stop_reason != "interrupted":
+        note(f"stopped: {rep.stop_reason}", style="yellow")
     if st.failed:
         err_console.print(f"{st.failed:,} of {st.total:,} samples still missing (failed and "
                           f"stored with their error); re-run the same command to retry them",
                           highlight=False)
     if st.failed or st.uncommitted or rep.grade_error:
+        raise typer.Exit(1)
+    if rep.stop_reason and rep.stop_reason != "interrupted" and missing > 0:
         raise typer.Exit(1)
 
 
@@ -157,7 +167,7 @@ def generate(
 def batch_status(
     batch_id: Annotated[Optional[list[str]], typer.Argument(help="Batch ids (default: every batch not yet collected).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Include collected batches.")] = False,
-    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    fmt: TableFormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
     """Ask the providers how their batches are doing and record it."""
@@ -173,27 +183,32 @@ def batch_collect(
     resubmit: Annotated[bool, typer.Option(help="Resubmit failed and expired items as a new batch.")] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Poll until the batches have ended.")] = False,
     poll_interval: Annotated[float, typer.Option(help="Seconds between polls with --wait.")] = 30.0,
-    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.table,
+    fmt: TableFormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
     """Store the results of ended batches (idempotent) and resubmit only the failed or
     expired items."""
     from curator.teachers.batch import collect
-    rep = collect(_wh(db), batch_ids=batch_id or None, resubmit=resubmit, wait=wait,
+    wh = _wh(db)
+    rep = collect(wh, batch_ids=batch_id or None, resubmit=resubmit, wait=wait,
                   poll_interval=poll_interval)
     render(["batch_id", "status", "stored samples", "failed items", "resubmitted as"],
            [r.row() for r in rep], fmt, _console(), title="batch collect")
+    wrote_to(wh)
 
 
 @batch_app.command("cancel")
 def batch_cancel(
     batch_id: Annotated[Optional[list[str]], typer.Argument(help="Batch ids (default: every batch not yet collected).")] = None,
+    fmt: TableFormatOption = Format.table,
     db: DbOption = None,
 ) -> None:
     """Cancel batches. Results they already have are still collected."""
     from curator.teachers.batch import cancel
-    rows = cancel(_wh(db), batch_ids=batch_id or None)
-    render(["batch_id", "status"], rows, Format.table, _console(), title="batch cancel")
+    wh = _wh(db)
+    rows = cancel(wh, batch_ids=batch_id or None)
+    render(["batch_id", "status"], rows, fmt, _console(), title="batch cancel")
+    wrote_to(wh)
 
 
 def serve(
@@ -221,22 +236,16 @@ def serve(
 ) -> None:
     """Run the local teacher server (OpenAI chat completions, files and batches;
     Anthropic messages and message batches) until Ctrl-C."""
-    from curator.errors import CuratorError
     from curator.paths import PORT_FILE, SERVER_LOG, guard_output
     from curator.server import ServerConfig, serve as run_server
+    from curator.server.config import parse_fault_rates
 
     if log is not None:
         guard_output(log, SERVER_LOG, option="--log")
     if port_file is not None:
         guard_output(port_file, PORT_FILE, option="--port-file")
 
-    rates = {}
-    for f in fault or []:
-        name, _, rate = f.partition("=")
-        try:
-            rates[name.strip()] = float(rate)
-        except ValueError:
-            raise CuratorError(f"--fault {f!r}: expected NAME=RATE, e.g. 429=0.2") from None
+    rates = parse_fault_rates(fault or [])
     cfg = ServerConfig(latency_ms=latency_ms, latency_jitter_ms=jitter_ms, fault_rates=rates,
                        retry_after_s=retry_after, hang_s=hang_s, trickle_s=trickle_s, rpm=rpm, input_tpm=input_tpm,
                        output_tpm=output_tpm, rate_window_s=rate_window,
@@ -244,7 +253,6 @@ def serve(
                        pad_tokens=pad_tokens, n_max=n_max, batch_delay_s=batch_delay,
                        batch_item_error_rate=batch_error_rate, seed=seed,
                        log_path=str(log) if log else None)
-    console = _console()
     run_server(cfg, host=host, port=port, port_file=str(port_file) if port_file else None,
                announce=lambda msg: console.print(msg, highlight=False))
 

@@ -1,6 +1,7 @@
 """`curator generate` as a library function: choose problems, plan the runs and the
-requests for the samples still missing, then estimate (``dry_run``), submit a batch, or
-generate live with the engine.
+requests for the samples still missing (:func:`plan_generation`), then estimate
+(``dry_run``) or generate live with the engine (:func:`generate`). Batches are submitted
+from the same plan by :func:`curator.teachers.batch.submit`, not here.
 
 Run ids are deterministic, ``stable_id("r", "generate", provider, model, prompt_id,
 canonical params)``, so re-running the same command resumes the same run and asks only
