@@ -275,6 +275,10 @@ def _plain_words(a: Answer) -> str | None:
     return t.lower() if _PLAIN_WORDS.fullmatch(t) else None
 
 
+# A literal division by zero: \frac{a}{0}, \dfrac{a}{0}, a/0 (not a/0.5 or a/05)
+_DIVISION_BY_ZERO = re.compile(r"\\[dt]?frac\{[^{}]*\}\{0\}|/\s*0(?![\d.])")
+
+
 def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
     """Is ``pred`` (an extracted answer) equal to ``ref`` (the reference)?"""
     if pred.kind == "empty":
@@ -288,6 +292,8 @@ def compare(ref: Answer, pred: Answer, ctx: Context = Context()) -> Verdict:
     if ref.kind != "relation":
         pred = _last_value(pred)
     if ref.kind == pred.kind and ref.canonical() == pred.canonical() and ref.percent == pred.percent:
+        if _DIVISION_BY_ZERO.search(ref.canonical()):
+            return _no("undefined")  # undefined values match nothing, not even themselves
         return _ok("exact")
 
     rk, pk = ref.kind, pred.kind

@@ -241,7 +241,27 @@ def _approx_digits(ref: Answer, pred: Answer) -> int | None:
     return _decimal_digits(ref)
 
 
+def undefined(e) -> bool:
+    """True when ``e`` holds an undefined value: a division by zero (sympy's ``zoo``, or an
+    unevaluated ``1/0`` or ``x/(2-2)``) or an indeterminate form (``nan``, e.g. 0/0)."""
+    if not isinstance(e, sympy.Basic):
+        return False
+    try:
+        if e.has(sympy.zoo, sympy.nan):
+            return True
+        for node in sympy.preorder_traversal(e):
+            if isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.is_zero:
+                return True
+    except Exception:
+        return False
+    return False
+
+
 def values_equal(r, p, *, approx_digits: int | None = None) -> Verdict:
+    # Undefined values are equal to nothing, another undefined value included: 1/0 and
+    # 2/0 are both sympy's zoo, and would otherwise compare equal.
+    if undefined(r) or undefined(p):
+        return Verdict(WRONG, "undefined")
     if not isinstance(r, sympy.Expr) or not isinstance(p, sympy.Expr):
         try:
             return Verdict(CORRECT if r == p else WRONG, "sympy-structure")

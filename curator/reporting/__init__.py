@@ -108,13 +108,15 @@ def build_report(wh: Warehouse, out: str | Path, manifests: list[Path] = (), *,
     figure("grade-status", "Grade status breakdown", plots.status_breakdown(d.statuses))
     figure("rationale-length", "Rationale length: positives vs negatives",
            plots.lengths(d.lengths))
-    recorded = runs.filter(runs["prompt_tokens"].is_not_null()
-                           | runs["completion_tokens"].is_not_null()
-                           | runs["cost_usd"].is_not_null())
+    recorded, _, _ = plots.recorded_usage(runs)
     if not runs.is_empty() and recorded.is_empty():
-        report.notes.append("no run recorded tokens or cost (imported runs carry none)")
-    figure("tokens-cost", "Tokens and cost", plots.tokens_and_cost(runs),
-           "Imported runs record no usage and show as 0.")
+        report.notes.append("no run recorded tokens or cost (imported runs carry none), so "
+                            "the report has no tokens and cost plot")
+    elif not recorded.is_empty():
+        left_out = runs.height - recorded.height
+        figure("tokens-cost", "Tokens and cost", plots.tokens_and_cost(runs),
+               f"{left_out} run(s) that recorded no usage (imports) are left out."
+               if left_out else "")
     exports = d.exports
     figure("export-splits", "Exports: split sizes", plots.export_splits(exports))
     if not exports.is_empty():

@@ -122,26 +122,46 @@ def lengths(df: pl.DataFrame) -> bytes | None:
     return _png(fig)
 
 
+def recorded_usage(runs: pl.DataFrame) -> tuple[pl.DataFrame, bool, bool]:
+    """The runs that recorded tokens or cost, and whether any recorded tokens / cost
+    (imported runs record neither)."""
+    if runs.is_empty():
+        return runs, False, False
+    tokens = runs["prompt_tokens"].is_not_null() | runs["completion_tokens"].is_not_null()
+    cost = runs["cost_usd"].is_not_null()
+    return runs.filter(tokens | cost), bool(tokens.any()), bool(cost.any())
+
+
 def tokens_and_cost(runs: pl.DataFrame) -> bytes | None:
-    """Prompt and completion tokens, and cost, per run (runs that recorded none show 0)."""
+    """Prompt and completion tokens, and cost, of the runs that recorded them; a panel
+    only for what some run recorded, and None when no run recorded either."""
+    runs, has_tokens, has_cost = recorded_usage(runs)
     if runs.is_empty():
         return None
     labels = runs["label"].to_list()
-    pt = runs["prompt_tokens"].fill_null(0).to_numpy()
-    ct = runs["completion_tokens"].fill_null(0).to_numpy()
-    cost = runs["cost_usd"].fill_null(0).to_numpy()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ax1.bar(labels, pt, label="prompt")
-    ax1.bar(labels, ct, bottom=pt, label="completion")
-    ax1.set_ylabel("tokens")
-    ax1.set_title("Tokens per run")
-    ax1.legend(fontsize=8)
-    ax2.bar(labels, cost, color="#8c564b")
-    ax2.set_ylabel("USD")
-    ax2.set_title("Cost per run")
-    for ax, cols in ((ax1, ("prompt_tokens", "completion_tokens")), (ax2, ("cost_usd",))):
+    panels = int(has_tokens) + int(has_cost)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
+    axes = list(axes[0])
+    drawn = []
+    if has_tokens:
+        ax1 = axes.pop(0)
+        pt = runs["prompt_tokens"].fill_null(0).to_numpy()
+        ct = runs["completion_tokens"].fill_null(0).to_numpy()
+        ax1.bar(labels, pt, label="prompt")
+        ax1.bar(labels, ct, bottom=pt, label="completion")
+        ax1.set_ylabel("tokens")
+        ax1.set_title("Tokens per run")
+        ax1.legend(fontsize=8)
+        drawn.append((ax1, ("prompt_tokens", "completion_tokens")))
+    if has_cost:
+        ax2 = axes.pop(0)
+        ax2.bar(labels, runs["cost_usd"].fill_null(0).to_numpy(), color="#8c564b")
+        ax2.set_ylabel("USD")
+        ax2.set_title("Cost per run")
+        drawn.append((ax2, ("cost_usd",)))
+    for ax, cols in drawn:
         ax.tick_params(axis="x", rotation=20)
-        # 0 and "never recorded" (imports) look alike on a bar chart: say which it is.
+        # 0 and "never recorded" look alike on a bar chart: say which it is.
         for i, row in enumerate(runs.select(cols).iter_rows()):
             if all(v is None for v in row):
                 ax.text(i, 0, "not recorded", ha="center", va="bottom", fontsize=8,
@@ -156,10 +176,17 @@ def export_splits(df: pl.DataFrame) -> bytes | None:
     df = df.with_columns(
         (pl.col("name").map_elements(lambda p: Path(p).name, return_dtype=pl.Utf8)
          + "\n" + pl.col("created_at").fill_null("").str.slice(0, 16)).alias("export"))
-    exports = df["export"].unique(maintain_order=True).to_list()[-MAX_EXPORTS:]
-    fig, axes = plt.subplots(1, len(exports), figsize=(min(4 * len(exports), 16), 3.5),
+    # Exports with the same split sizes share one chart (re-exports of the same data would
+    # otherwise draw identical charts side by side), titled by the newest of them.
+    groups: dict[tuple, list[str]] = {}
+    for name in df["export"].unique(maintain_order=True).to_list():
+        sub = df.filter(pl.col("export") == name)
+        key = tuple(sub.select("kind", "split", "records", "positive", "negative").iter_rows())
+        groups.setdefault(key, []).append(name)
+    charts = [(names[-1], len(names) - 1) for names in groups.values()][-MAX_EXPORTS:]
+    fig, axes = plt.subplots(1, len(charts), figsize=(min(4 * len(charts), 16), 3.5),
                              squeeze=False)
-    for ax, name in zip(axes[0], exports):
+    for ax, (name, same) in zip(axes[0], charts):
         sub = df.filter(pl.col("export") == name)
         splits = sub["split"].to_list()
         pos = sub["positive"].to_numpy()
@@ -173,7 +200,8 @@ def export_splits(df: pl.DataFrame) -> bytes | None:
                          label="negative")
         # Small splits are slivers next to train: print every total on its bar.
         ax.bar_label(top, labels=[str(v) for v in sub["records"].to_list()], fontsize=8)
-        ax.set_title(name, fontsize=8)
+        ax.set_title(name + (f"\n(and {same} more export(s) of these sizes)" if same else ""),
+                     fontsize=8)
         ax.margins(y=0.15)
         ax.legend(fontsize=7)
     fig.suptitle("Export split sizes (records)")

@@ -9,6 +9,8 @@ SELECT n.sample_id, n.problem_id, p.dataset, p.subject, p.level,
        p.question,
        p.reference_answer,
        n.extracted_answer,            -- the wrong final answer (NULL: none found)
+       n.normalized_answer,           -- the same in the grader's normal form: group by this
+                                      -- (\frac{5}{2} and 5/2 are both 5/2)
        n.grade_status,                -- wrong | no_answer | unparseable | timeout | ...
        n.finish_reason,
        length(n.completion) AS rationale_chars,
