@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from curator.output import Format, dumps
 
@@ -52,15 +52,14 @@ class _StdConsole(Console):
         self._std_err = stderr
 
     @property
-    def width(self) -> int:  # type: ignore[override]
+    def size(self) -> ConsoleDimensions:  # type: ignore[override]
+        size = Console.size.fget(self)  # type: ignore[attr-defined]
         w = _width(sys.stderr if self._std_err else sys.stdout)
-        if w is not None:
-            return w
-        return Console.width.fget(self)  # type: ignore[attr-defined]
+        return size if w is None else ConsoleDimensions(w, size.height)
 
-    @width.setter
-    def width(self, value: int) -> None:
-        Console.width.fset(self, value)  # type: ignore[attr-defined]
+    @size.setter
+    def size(self, value) -> None:
+        Console.size.fset(self, value)  # type: ignore[attr-defined]
 
 
 console = _StdConsole()

@@ -143,50 +143,47 @@ def layout(columns: Sequence[str], cells: list[list[str]], numeric: list[bool],
     n = len(columns)
     nat = [max([len(columns[i])] + [_line_width(r[i]) for r in cells]) or 1 for i in range(n)]
     cellw = [max([_line_width(r[i]) for r in cells], default=0) or 1 for i in range(n)]
+    distinct = [len({r[i] for r in cells if r[i]}) for i in range(n)]
     keep = list(range(n))
+
+    def fit_text(w: dict[int, int], texts: list[int], room: int) -> bool:
+        """Share ``room`` among the text columns, none below its floor; False if it can't."""
+        floor = {i: min(nat[i], TEXT_FLOOR) for i in texts}
+        if room < sum(floor.values()):
+            return False
+        extra = room - sum(floor.values())
+        want = {i: nat[i] - floor[i] for i in texts}
+        total_want = sum(want.values())
+        for i in texts:
+            w[i] = floor[i] + (want[i] if total_want <= extra
+                               else extra * want[i] // max(1, total_want))
+        return True
+
     while True:
         k = len(keep)
         if sum(nat[i] for i in keep) + 3 * k + 1 <= width:
             return Layout(keep, None, compact=False)
         budget = width - (k - 1)  # compact: one space between columns, no borders
-        w = {i: nat[i] for i in keep}
         nums = [i for i in keep if numeric[i]]
         texts = [i for i in keep if not numeric[i]]
-        # numeric columns: as wide as their widest number, headers folded at underscores
-        for i in nums:
-            w[i] = max(cellw[i], min(nat[i], _header_word(columns[i])))
-        room = budget - sum(w[i] for i in nums)
-        floor = {i: min(nat[i], TEXT_FLOOR) for i in texts}
-        if texts and room >= sum(floor.values()):
-            extra = room - sum(floor.values())
-            want = {i: nat[i] - floor[i] for i in texts}
-            total_want = sum(want.values())
-            for i in texts:
-                w[i] = floor[i] + (want[i] if total_want <= extra
-                                   else extra * want[i] // max(1, total_want))
+        # numbers as wide as their widest value; their headers fold at underscores
+        w = {i: max(cellw[i], min(nat[i], _header_word(columns[i]))) for i in nums}
+        if fit_text(w, texts, budget - sum(w.values())):
             return Layout(keep, [w[i] for i in keep], compact=True)
-        if not texts and room >= 0:
+        droppable = [i for i in texts if i != keep[0]]
+        if droppable:
+            # leave out the column that says least (fewest distinct values), rightmost first
+            keep.remove(min(reversed(droppable), key=lambda i: distinct[i]))
+            continue
+        # no text column left to leave out: headers of numbers fold anywhere (not below a
+        # few letters a line), then the first column goes, then numbers stay whole regardless
+        w = {i: max(cellw[i], min(nat[i], NUMBER_HEADER_FLOOR)) for i in nums}
+        if fit_text(w, texts, budget - sum(w.values())):
             return Layout(keep, [w[i] for i in keep], compact=True)
-        # headers of numbers may fold anywhere (but not one letter a line) before a text
-        # column is left out
-        for i in nums:
-            w[i] = max(cellw[i], min(nat[i], NUMBER_HEADER_FLOOR))
-        room = budget - sum(w[i] for i in nums)
-        if texts and room >= sum(floor.values()):
-            for i in texts:
-                w[i] = floor[i]
-            spare = room - sum(floor.values())
-            for i in texts:
-                add = min(spare, nat[i] - floor[i])
-                w[i] += add
-                spare -= add
-            return Layout(keep, [w[i] for i in keep], compact=True)
-        droppable = [i for i in texts if i != keep[0]] or [i for i in texts if len(keep) > 1]
-        if not droppable:
-            # only numbers left and still too wide: keep every number whole regardless
-            return Layout(keep, [w[i] for i in keep], compact=True)
-        # leave out the column that says least (fewest distinct values), the rightmost of equals
-        keep.remove(min(reversed(droppable), key=lambda i: len({r[i] for r in cells if r[i]})))
+        if texts:
+            keep.remove(texts[0])
+            continue
+        return Layout(keep, [w[i] for i in keep], compact=True)
 
 
 def _err_note(msg: str) -> None:

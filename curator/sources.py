@@ -241,6 +241,18 @@ def split_from_path(path: Path, default: str) -> str:
     return default
 
 
+def split_from_file_name(path: Path) -> str | None:
+    """The split a file's own name names ('test.jsonl', 'gsm8k_test.jsonl'), else its
+    folder's when that folder is exactly a split name ('train/data.jsonl'). Other folders
+    above it are not looked at: '/tmp/test_runs/gsm.jsonl' names no split."""
+    tokens = re.split(r"[^a-z]+", path.name.split(".")[0].lower())
+    for tok in reversed(tokens):
+        if tok in SPLIT_NAMES:
+            return tok
+    parent = path.parent.name.lower()
+    return parent if parent in SPLIT_NAMES else None
+
+
 # -- formats -----------------------------------------------------------------------------
 
 @dataclass
@@ -305,7 +317,7 @@ class LoadContext:
         """--split, else the split the path names (a guess unless ``layout``), else ``default``."""
         if self.split:
             return self._record(self.split, "option", str(path))
-        found = split_from_path(path, "")
+        found = split_from_path(path, "") if layout else split_from_file_name(path)
         if found:
             return self._record(found, "layout" if layout else "file name", str(path))
         return self._record(default, "default", str(path))

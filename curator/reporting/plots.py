@@ -169,6 +169,19 @@ def tokens_and_cost(runs: pl.DataFrame) -> bytes | None:
     return _png(fig)
 
 
+def export_charts(df: pl.DataFrame) -> list[tuple[str, int]]:
+    """(export, how many other exports have the same split sizes) per chart to draw.
+
+    Exports with the same split sizes share one chart (re-exports of the same data would
+    otherwise draw identical charts side by side), titled by the newest of them."""
+    groups: dict[tuple, list[str]] = {}
+    for name in df["export"].unique(maintain_order=True).to_list():
+        sub = df.filter(pl.col("export") == name)
+        key = tuple(sub.select("kind", "split", "records", "positive", "negative").iter_rows())
+        groups.setdefault(key, []).append(name)
+    return [(names[-1], len(names) - 1) for names in groups.values()][-MAX_EXPORTS:]
+
+
 def export_splits(df: pl.DataFrame) -> bytes | None:
     """Records per split for each export, positives and negatives stacked."""
     if df.is_empty():
@@ -176,14 +189,7 @@ def export_splits(df: pl.DataFrame) -> bytes | None:
     df = df.with_columns(
         (pl.col("name").map_elements(lambda p: Path(p).name, return_dtype=pl.Utf8)
          + "\n" + pl.col("created_at").fill_null("").str.slice(0, 16)).alias("export"))
-    # Exports with the same split sizes share one chart (re-exports of the same data would
-    # otherwise draw identical charts side by side), titled by the newest of them.
-    groups: dict[tuple, list[str]] = {}
-    for name in df["export"].unique(maintain_order=True).to_list():
-        sub = df.filter(pl.col("export") == name)
-        key = tuple(sub.select("kind", "split", "records", "positive", "negative").iter_rows())
-        groups.setdefault(key, []).append(name)
-    charts = [(names[-1], len(names) - 1) for names in groups.values()][-MAX_EXPORTS:]
+    charts = export_charts(df)
     fig, axes = plt.subplots(1, len(charts), figsize=(min(4 * len(charts), 16), 3.5),
                              squeeze=False)
     for ax, (name, same) in zip(axes[0], charts):

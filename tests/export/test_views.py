@@ -61,3 +61,19 @@ def test_disagreements_are_split_majorities(graded_wh, graded):
         for model, rate in rates.items():
             v = per[pid][model]
             assert rate == pytest.approx(sum(v) / len(v), abs=1e-3)
+
+
+def test_failure_chains_carry_the_normalized_answer(cli, fixtures, tmp_path):
+    """Wrong answers group by their normal form: \\frac{5}{2} and 5/2 are one answer."""
+    import json
+    f = tmp_path / "p.jsonl"
+    f.write_text(json.dumps({"id": "1", "question": "What is 7/2?", "answer": "7/2"}) + "\n")
+    cli("load", "jsonl", f, "--id-field", "id", "--dataset", "toy", "--split", "test")
+    r = tmp_path / "r.jsonl"
+    r.write_text("".join(json.dumps({"question": "What is 7/2?", "completion": c, "model": "m"})
+                         + "\n" for c in (r"So $\boxed{\frac{5}{2}}$.", "The answer is 5/2.")))
+    cli("import", "jsonl", r, "--dataset", "toy", "--split", "test")
+    cli("grade", "-q")
+    out = cli("sql", "SELECT normalized_answer, count(*) AS n, count(DISTINCT extracted_answer) "
+                     "AS spellings FROM failure_chains GROUP BY ALL", "-f", "csv").stdout
+    assert out.split() == ["normalized_answer,n,spellings", "5/2,2,2"]
