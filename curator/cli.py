@@ -35,11 +35,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-# kept for callers of the old names
-FormatOption = TableFormatOption
-warehouse = open_warehouse
-
-
 def init(db: DbOption = None, fmt: ReportFormatOption = ReportFormat.table) -> None:
     """Create the warehouse (idempotent) and bring its schema up to date."""
     from curator.warehouse import Warehouse

@@ -270,8 +270,10 @@ class FieldMap:
 @dataclass
 class SplitChoice:
     """How a load chose a split: ``how`` is 'option' (--split), 'layout' (the format's
-    folder layout or record ids), 'file name' (a guess from the file's name), 'default'
-    (nothing named one) or 'dataset' (the dataset is one evaluation set)."""
+    folder layout or record ids), 'named' (the file or its folder is called exactly that,
+    e.g. test.jsonl), 'file name' (a guess from a word of the file's name, e.g.
+    gsm8k_test.jsonl), 'default' (nothing named one) or 'dataset' (the dataset is one
+    evaluation set)."""
 
     split: str
     how: str
@@ -285,6 +287,7 @@ class SplitChoice:
         return {
             "option": f"split '{self.split}': given with --split",
             "layout": f"split '{self.split}': from the folder layout / record ids ({self.source})",
+            "named": f"split '{self.split}': the file or its folder is named so ({self.source})",
             "file name": f"split '{self.split}': guessed from the file name {self.source}; "
                          "pass --split to choose it",
             "default": f"split '{self.split}': {self.source} names no split "
@@ -319,7 +322,9 @@ class LoadContext:
             return self._record(self.split, "option", str(path))
         found = split_from_path(path, "") if layout else split_from_file_name(path)
         if found:
-            return self._record(found, "layout" if layout else "file name", str(path))
+            exact = found in (path.name.split(".")[0].lower(), path.parent.name.lower())
+            how = "layout" if layout else "named" if exact else "file name"
+            return self._record(found, how, str(path))
         return self._record(default, "default", str(path))
 
     def fixed_split(self, default: str, dataset_name: str) -> str:
