@@ -53,7 +53,7 @@ def test_every_reporting_command_prints_json_on_stdout_only(cli, fixtures, tmp_p
     assert _json(cli("check", "1/2", "0.5", "--format", "json"))["verdict"] == "correct"
     assert _json(cli("init", "--format", "json"))["created"] is False
     exp = _json(cli("export", tmp_path / "exp", "--format", "json", "--splits",
-                    "train=0.5,test=0.5", "--stratify", "none"))
+                    "train=0.5,test=0.5"))
     assert exp["data_format"] == "jsonl" and {s["split"] for s in exp["splits"]} <= {"train", "test"}
     ev = _json(cli("export-eval", tmp_path / "ev", "--split", "test", "-f", "json"))
     assert ev["kind"] == "eval" and Path(ev["manifest"]).is_file()
@@ -63,10 +63,10 @@ def test_every_reporting_command_prints_json_on_stdout_only(cli, fixtures, tmp_p
 
 def test_export_data_format_option_and_the_old_spelling(loaded, tmp_path):
     loaded("grade", "-q")
-    r = loaded("export", tmp_path / "a", "--data-format", "parquet", "--stratify", "none")
+    r = loaded("export", tmp_path / "a", "--data-format", "parquet")
     assert list((tmp_path / "a").glob("*.parquet"))
     # the old spelling still works, and says it is deprecated (on stderr)
-    r = loaded("export", tmp_path / "b", "--format", "parquet", "--stratify", "none")
+    r = loaded("export", tmp_path / "b", "--format", "parquet")
     assert list((tmp_path / "b").glob("*.parquet")) and "deprecated" in r.stderr
     r = loaded("export", tmp_path / "c", "--format", "xml", ok=False)
     assert isinstance(r.exception, CuratorError) and "--data-format" in str(r.exception)
@@ -204,7 +204,7 @@ def test_writing_commands_name_their_warehouse(loaded, db_path, tmp_path):
     assert where in loaded("load", "math", ROOT / "tests" / "fixtures" / "math").stderr
     assert where in loaded("grade", "-q").stderr
     assert where in loaded("sql", "CREATE TABLE notes (x INT)", "--write").stderr
-    assert where in loaded("export", tmp_path / "e", "--stratify", "none").stderr
+    assert where in loaded("export", tmp_path / "e").stderr
     assert where not in loaded("stats").output
 
 

@@ -14,8 +14,8 @@ def test_imported_runs_get_no_empty_usage_plot_and_equal_exports_share_a_chart(
     cli("load", "math", fixtures / "math")
     cli("import", "tdg", fixtures / "tdg_gpt35.jsonl", "--model", "gpt-3.5-turbo")
     cli("grade", "-q")
-    for name in ("a", "b"):  # the same data exported twice
-        cli("export", tmp_path / name, "--stratify", "none", "--splits", "train=0.5,test=0.5")
+    for name, fmt in (("a", "jsonl"), ("b", "parquet")):  # the same data exported twice
+        cli("export", tmp_path / name, "--splits", "train=0.5,test=0.5", "--data-format", fmt)
     rep = build_report(Warehouse(db_path), tmp_path / "r" / "report.html")
     names = [p.name for p in rep.images]
     assert not any("tokens-cost" in n for n in names), names
