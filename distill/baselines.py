@@ -26,6 +26,7 @@ from distill.models import attach_lora, load_tokenizer
 from distill.run import (DistillConfig, DistillTrainer, TrainResult, checkpointing, finish,
                          fit, load_base)
 from distill.student import DEFAULT_ADAPTER, write_manifest
+from distill.tracking import tracking
 
 METHODS = ("sft", "mix", "nt", "ul", "cl")
 
@@ -144,10 +145,12 @@ def train_baseline(method: str, data: str | Path, base: str | Path, out: str | P
     """Train one LoRA adapter with ``method`` (sft, mix, nt, ul, cl) on an export;
     ``resume`` continues from the last ``--save-steps`` checkpoint in ``out``."""
     out = Path(out)
-    trainer, report = build_baseline(method, D.read_export(data, split), base,
-                                     checkpointing(config, out), fmt)
-    fit(trainer, resume)
-    res = finish(trainer, DEFAULT_ADAPTER, out, f"{method}: {Path(str(base)).name}", report)
+    with tracking(config.report_to, out):
+        trainer, report = build_baseline(method, D.read_export(data, split), base,
+                                         checkpointing(config, out), fmt)
+        fit(trainer, resume)
+        res = finish(trainer, DEFAULT_ADAPTER, out, f"{method}: {Path(str(base)).name}",
+                     report)
     if trainer.is_world_process_zero():
         write_manifest(out, kind="lora", method=method, base_model=str(base), data=str(data),
                        prompt_format=fmt.to_json(), examples=res.examples,

@@ -30,7 +30,7 @@ def ranker(
     fp16: base.Fp16 = False, max_length: base.MaxLength = 512,
     prompt_template: base.Template = None, chat_template: base.Chat = False,
     gradient_checkpointing: base.GradCkpt = False, logging_steps: base.LogSteps = 1,
-    warmup_steps: base.Warmup = 0, cpu: base.Cpu = False,
+    warmup_steps: base.Warmup = 0, cpu: base.Cpu = False, report_to: base.ReportTo = "none",
 ) -> None:
     """Train ASC's ranking model s(question, rationale) in [0, 1].
 

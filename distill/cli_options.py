@@ -48,6 +48,7 @@ LogSteps = Annotated[int, typer.Option("--logging-steps", help="Log the loss eve
 Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps.")]
 Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
 SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimiser steps into OUT/.../checkpoints (0: only the final adapter).")]
+ReportTo = Annotated[str, typer.Option("--report-to", help="Experiment tracker: none, tensorboard (OUT/runs), wandb, trackio or mlflow (file store in OUT/mlruns); see docs/distill.md.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again into an OUT that already holds a finished run, replacing it.")]
 
@@ -91,7 +92,8 @@ def _training_options(
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
     logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, resume: Resume = False, overwrite: Overwrite = False,
+    save_steps: SaveSteps = 0, report_to: ReportTo = "none", resume: Resume = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """The options `distill train`, `nat` and `nce` share, in --help order, with defaults."""
 

@@ -32,6 +32,10 @@ def training_config(cls, out: Path, knobs: dict, where: str | None):
         if name not in fields:
             raise CuratorError(f"{where}: unknown training setting {k!r} for {cls.__name__}")
         kwargs[name] = v
+    if "report_to" in kwargs:
+        from distill.tracking import check_report_to
+        check_report_to(kwargs["report_to"], "--report-to" if where is None
+                        else f"{where}: report_to")
     if kwargs.get("activation_checkpointing"):
         kwargs.setdefault("activation_checkpointing_kwargs", {"use_reentrant": False})
     if isinstance(kwargs.get("target_modules"), str):
@@ -67,6 +71,7 @@ class Knobs:
     warmup_steps: int
     cpu: bool
     save_steps: int = 0
+    report_to: str = "none"
 
     @classmethod
     def of(cls, options: dict, **override) -> "Knobs":

@@ -62,6 +62,11 @@ class LayoutOptions:
     pairs_per_problem: int | None = None  # preference: None = all pairs
 
 
+def seeded_order(seed: int, column: str = "sample_id") -> str:
+    """SQL for the seeded hash order of ``column`` (caps and pair ranks use it)."""
+    return "md5('" + str(seed).replace("'", "''") + "' || ':' || " + column + ")"
+
+
 def check(opts: LayoutOptions) -> None:
     """Refuse impossible combinations before any work, naming the option."""
     if opts.layout not in LAYOUTS:
@@ -264,3 +269,37 @@ def report_line(layout: str, unusable: dict[str, dict[str, int]]) -> str | None:
     if layout == "sft" and no_pos:
         return f"{no_pos} problem(s) have no positive: they give no SFT row"
     return None
+
+
+def layout_rows(records: list[dict], layout: str, seed: int = 0,
+                pairs_per_problem: int | None = None) -> list[dict]:
+    """The rows ``layout`` (``preference`` or ``unpaired``) makes of export ``records``
+    (dicts with the fields of ``schemas/export_record.schema.json``), by the same SQL as
+    ``curator export --layout``: ``problem_id`` and ``chosen_sample_id`` /
+    ``rejected_sample_id`` (preference) or ``sample_id`` / ``label`` (unpaired), in file
+    order. What ``distill train --method dpo|kto`` trains on: it renders the prompts and
+    completions in its own prompt format."""
+    import duckdb
+    import pyarrow as pa
+
+    if layout not in ("preference", "unpaired"):
+        raise CuratorError(f"internal: layout_rows makes preference or unpaired rows, not "
+                           f"{layout!r}")
+    opts = LayoutOptions(layout=layout, pairs_per_problem=pairs_per_problem)
+    check(opts)
+    fields = ("problem_id", "dataset", "subject", "level", "question", "rationale", "label",
+              "sample_id")
+    table = pa.table({"export_split": pa.array(["train"] * len(records), pa.string()),
+                      **{f: pa.array([None if r.get(f) is None else str(r[f]) for r in records],
+                                     pa.string())
+                         for f in fields}})
+    con = duckdb.connect()
+    try:
+        con.register("layout_records", table)
+        build(con, "layout_records", opts, seed, lambda col: seeded_order(seed, col))
+        keep = (["problem_id", "chosen_sample_id", "rejected_sample_id"]
+                if layout == "preference" else ["problem_id", "sample_id", "label"])
+        rel = con.sql(f"SELECT {', '.join(keep)} FROM export_layout")
+        return [dict(zip(keep, row)) for row in rel.fetchall()]
+    finally:
+        con.close()

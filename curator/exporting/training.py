@@ -246,7 +246,7 @@ def _caps(opts: ExportOptions) -> list[tuple[str, int]]:
 
 
 def _cap_order(opts: ExportOptions, column: str = "sample_id") -> str:
-    return f"md5({_sql_str(str(opts.seed))} || ':' || {column})"
+    return layouts.seeded_order(opts.seed, column)
 
 
 def selection_query(opts: ExportOptions, run_ids: list[str] | None) -> str:

@@ -43,6 +43,7 @@ from transformers import Trainer
 from curator.errors import CuratorError
 from distill import data as D
 from distill.run import DistillConfig, LossCurve
+from distill.tracking import tracked
 
 LOSSES = ("poly3", "pairwise", "bce")
 MANIFEST = "ranker.json"
@@ -328,6 +329,7 @@ def heldout_accuracy(ranker: Ranker, groups: dict[str, dict[str, list[dict]]],
     return pairwise_accuracy(list(per.values()))
 
 
+@tracked
 def train_ranker(data: str | Path, base: str | Path, out: str | Path, config: RankerConfig,
                  fmt: D.PromptFormat = D.PromptFormat(), validation: str | Path | None = None,
                  ) -> RankerResult:

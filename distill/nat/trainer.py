@@ -23,6 +23,7 @@ from distill.nat.gate import NEG, POS, GateConfig
 from distill.run import (DistillConfig, TrainResult, check_frozen, checkpointing, finish, fit,
                          is_main, load_base, snapshot)
 from distill.student import write_manifest
+from distill.tracking import tracking
 
 log = logging.getLogger(__name__)
 
@@ -120,19 +121,24 @@ def train_nat(data: str | Path, base: str | Path, out: str | Path, config: NATCo
     else:
         if not negatives:
             raise CuratorError(f"{data}: no negative rationales; NAT stage 1 trains on them")
-        trainer, report = build_nat_stage1(model, negatives, tokenizer,
-                                           checkpointing(neg_config or config, out / NEG), fmt)
-        fit(trainer, resume)
-        results[NEG] = finish(trainer, NEG, out / NEG, f"NAT stage 1 (neg): {name}", report)
+        stage1 = neg_config or config
+        with tracking(stage1.report_to, out / NEG):
+            trainer, report = build_nat_stage1(model, negatives, tokenizer,
+                                               checkpointing(stage1, out / NEG), fmt)
+            fit(trainer, resume)
+            results[NEG] = finish(trainer, NEG, out / NEG, f"NAT stage 1 (neg): {name}",
+                                  report)
         model = trainer.model
         del trainer
 
-    trainer, report = build_nat_stage2(model, positives, tokenizer,
-                                       checkpointing(config, out / POS), fmt)
-    before = snapshot(trainer.model, (NEG,))
-    fit(trainer, resume)
-    check_frozen(trainer.model, before, "stage 2 modified the frozen neg adapter")
-    results[POS] = finish(trainer, POS, out / POS, f"NAT stage 2 (pos + gates): {name}", report)
+    with tracking(config.report_to, out / POS):
+        trainer, report = build_nat_stage2(model, positives, tokenizer,
+                                           checkpointing(config, out / POS), fmt)
+        before = snapshot(trainer.model, (NEG,))
+        fit(trainer, resume)
+        check_frozen(trainer.model, before, "stage 2 modified the frozen neg adapter")
+        results[POS] = finish(trainer, POS, out / POS, f"NAT stage 2 (pos + gates): {name}",
+                              report)
     if trainer.is_world_process_zero():
         write_manifest(out, kind="nat", method="nat", base_model=str(base), data=str(data),
                        prompt_format=fmt.to_json(), neg_from=str(neg) if neg else None,

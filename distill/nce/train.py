@@ -19,6 +19,7 @@ from distill.nce.trainer import STUDENT, NCECollator, NCEConfig, NCETrainer, nce
 from distill.run import (CHECKPOINTS, DistillConfig, check_frozen, checkpointing, fit,
                          load_base, snapshot)
 from distill.student import is_nat_dir, write_manifest
+from distill.tracking import tracked
 
 
 def resolve_nat_dir(path: str | Path) -> Path:
@@ -76,6 +77,7 @@ def build_nce(records: list[dict], base: str | Path, nat: str | Path, config: NC
     return trainer, report
 
 
+@tracked
 def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Path,
               config: NCEConfig, fmt: D.PromptFormat = D.PromptFormat(),
               split: str = "train", resume: bool = False) -> NCEResult:
