@@ -26,7 +26,7 @@ from distill.cli_options import (Base, Chat, Data, Out, Seed, Split, Template, T
 app = typer.Typer(
     name="distill",
     help="Train student models from `curator export` files: NAT (negative-assisted LoRA "
-         "with the integration gate) and the baselines (sft, mix, nt, ul, cl); sample "
+         "with the integration gate) and the baselines (sft, mix, nt, ul, cl, dpo, kto); sample "
          "rationales from students for `curator import jsonl`.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
@@ -78,20 +78,39 @@ def convert_gguf(
 @training_command
 def train(
     data: Data, base: Base, out: Out, split: Split = "train",
-    method: Annotated[str, typer.Option(help="sft (CoT KD: positives), mix (both, labels ignored), nt (negative weight), ul (unlikelihood), cl (contrastive).")] = "sft",
+    method: Annotated[str, typer.Option(help="sft (CoT KD: positives), mix (both, labels ignored), nt (negative weight), ul (unlikelihood), cl (contrastive), dpo (TRL DPO on positive/negative pairs), kto (TRL KTO on labelled rationales).")] = "sft",
     neg_weight: Annotated[float, typer.Option(help="nt: weight of negatives' likelihood.")] = -0.05,
     ul_weight: Annotated[float, typer.Option(help="ul: weight of the unlikelihood term.")] = 1.0,
     cl_weight: Annotated[float, typer.Option(help="cl: weight of the contrastive term.")] = 1.0,
     cl_temperature: Annotated[float, typer.Option(help="cl: temperature of the contrastive softmax.")] = 1.0,
     cl_group_size: Annotated[int, typer.Option(help="cl: candidates per problem.")] = 4,
+    beta: Annotated[float, typer.Option("--beta", help="dpo/kto: TRL's beta, how far the adapter may move from the reference.")] = 0.1,
+    init_adapter: Annotated[Optional[Path], typer.Option("--init-adapter", help="dpo/kto: start from this adapter (e.g. a --method sft OUT); its frozen copy is the reference (default: a fresh LoRA, reference = the base).")] = None,
+    pairs_per_problem: Annotated[Optional[int], typer.Option("--pairs-per-problem", min=1, help="dpo: at most N (positive, negative) pairs per problem, chosen as `curator export --layout preference` does (default: all).")] = None,
     training: Training = None,
 ) -> None:
     """Train one LoRA adapter with a baseline method of the paper."""
     from distill.baselines import METHODS, TRAINERS, train_baseline
 
-    if method not in METHODS:
-        raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}")
+    preference = method in ("dpo", "kto")
+    if method not in METHODS and not preference:
+        raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}, dpo, kto")
+    if not preference and (init_adapter is not None or pairs_per_problem is not None):
+        raise CuratorError("--init-adapter and --pairs-per-problem apply to --method dpo or kto")
+    if method == "kto" and pairs_per_problem is not None:
+        raise CuratorError("--pairs-per-problem applies to --method dpo (kto trains on every "
+                           "rationale)")
     guard_out(out, training.resume, training.overwrite)
+    if preference:
+        from distill.preference import CONFIGS, train_preference
+        extra = {"beta": beta}
+        if method == "dpo":
+            extra["pairs_per_problem"] = pairs_per_problem
+        config = training.knobs.config(CONFIGS[method], out, **extra)
+        result = train_preference(method, data, base, out, config, training.fmt, split=split,
+                                  init_adapter=init_adapter, resume=training.resume)
+        report({method: result})
+        return
     extra = {"nt": {"neg_weight": neg_weight}, "ul": {"ul_weight": ul_weight},
              "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
                     "cl_group_size": cl_group_size}}.get(method, {})

@@ -49,15 +49,17 @@ from curator.errors import CuratorError
 from distill.knobs import training_config
 
 BASELINES = ("sft", "mix", "nt", "ul", "cl")
+PREFERENCE = ("dpo", "kto")   # TRL's DPO and KTO (distill.preference)
 #: method (table row) -> (student it evaluates, which report rule it shows)
 METHODS: dict[str, tuple[str, str]] = {
     "base": ("base", "rule"), "sft": ("sft", "rule"), "mix": ("mix", "rule"),
     "nt": ("nt", "rule"), "ul": ("ul", "rule"), "cl": ("cl", "rule"), "nat": ("nat", "rule"),
     "nat+nce": ("nce", "rule"), "nat+nce+asc": ("nce", "asc_rule"),
+    "dpo": ("dpo", "rule"), "kto": ("kto", "rule"),
 }
 TITLES = {"base": "base model (no training)", "sft": "CoT KD", "mix": "MIX", "nt": "NT",
           "ul": "UL", "cl": "CL", "nat": "NAT", "nat+nce": "NAT+NCE",
-          "nat+nce+asc": "NAT+NCE+ASC"}
+          "nat+nce+asc": "NAT+NCE+ASC", "dpo": "DPO", "kto": "KTO"}
 DEFAULT_METHODS = ("sft", "mix", "nt", "ul", "cl", "nat", "nat+nce", "nat+nce+asc")
 
 EVAL_KEYS = ("samples", "max_new_tokens", "temperature", "top_p", "batch_size", "seed",
@@ -239,9 +241,9 @@ def load_config(path: str | Path, out: str | Path | None = None,
     train = dict(raw.get("train") or {})
     per_method = {k: train.pop(k) for k in list(train) if isinstance(train[k], dict)}
     for k in per_method:
-        if k not in (*BASELINES, "nat", "nce"):
+        if k not in (*BASELINES, *PREFERENCE, "nat", "nce"):
             raise bad(f"[train.{k}]: no such method (per-method tables: "
-                      f"{', '.join((*BASELINES, 'nat', 'nce'))})")
+                      f"{', '.join((*BASELINES, *PREFERENCE, 'nat', 'nce'))})")
     evaluate = dict(raw.get("evaluate") or {})
     extra = set(evaluate) - set(EVAL_KEYS)
     if extra:
@@ -532,7 +534,7 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
             knobs["seed"] = seed
         return knobs
 
-    trained = ([x for x in BASELINES if x in students]
+    trained = ([x for x in (*BASELINES, *PREFERENCE) if x in students]
                + (["nat"] if "nat" in students or "nce" in students else [])
                + (["nce"] if "nce" in students else []))
     for seed in cfg.seeds:
@@ -605,6 +607,11 @@ def _train(cfg: CompareConfig, student: str, d: Path, knobs: dict, fmt, nat_dir:
     if student in BASELINES:
         config = training_config(TRAINERS[student][1], d, knobs, where)
         r = train_baseline(student, cfg.train_data, cfg.base, d, config, fmt)
+        return {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss}
+    if student in PREFERENCE:
+        from distill.preference import CONFIGS, train_preference
+        config = training_config(CONFIGS[student], d, knobs, where)
+        r = train_preference(student, cfg.train_data, cfg.base, d, config, fmt)
         return {"examples": r.examples, "steps": r.steps, "final_loss": r.final_loss}
     if student == "nat":
         neg_knobs = {k[4:]: v for k, v in knobs.items() if k.startswith("neg_")}

@@ -178,12 +178,12 @@ def test_cli_and_foreign_directories(tiny, export_file, eval_file, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ('out = "o"\n[model]\nbase = "m"\n[data]\ntrain = "t"\n[[eval]]\nname = "a"\ndata = "d"\n'
-     '[methods]\nrun = ["sft", "dpo"]\n', "unknown method 'dpo'"),
+     '[methods]\nrun = ["sft", "ppo"]\n', "unknown method 'ppo'"),
     ('[model]\nbase = "m"\n[data]\ntrain = "t"\n', "at least one \\[\\[eval\\]\\]"),
     ('[model]\nbase = "m"\n[data]\ntrain = "t"\n[[eval]]\nname = "a"\ndata = "d"\n'
      '[evaluate]\nsamplez = 3\n', "unknown key\\(s\\) \\['samplez'\\] in \\[evaluate\\]"),
     ('[model]\nbase = "m"\n[data]\ntrain = "t"\n[[eval]]\nname = "a"\ndata = "d"\n'
-     '[train.dpo]\nbeta = 1\n', "\\[train.dpo\\]: no such method"),
+     '[train.ppo]\nbeta = 1\n', "\\[train.ppo\\]: no such method"),
     ('wrong = 1\n', "unknown key\\(s\\) \\['wrong'\\]"),
     ('[model\nbase = "m"\n', "not valid TOML"),
 ])
