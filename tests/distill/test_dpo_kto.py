@@ -198,3 +198,46 @@ batch_size = 16
     args = json.loads((out / "students" / "dpo" / "training_args.json").read_text())
     assert args["beta"] == 0.3 and args["pairs_per_problem"] == 1
     assert json.loads((out / "students" / "kto" / "distill.json").read_text())["method"] == "kto"
+
+
+def test_dpo_resumes_from_its_checkpoint(tiny_model, export_file, tmp_path):
+    from distill.knobs import Knobs
+    from distill.preference import CONFIGS, build_preference
+    from distill.run import checkpointing, fit
+    out = tmp_path / "dpo"
+    records = read_export(export_file)
+
+    def trainer(steps: int):
+        knobs = Knobs(epochs=1, max_steps=steps, batch_size=4, grad_accum=1, lr=1e-2, lora_r=4,
+                      lora_alpha=8, lora_dropout=0.0, target_modules=None, seed=0, bf16=False,
+                      fp16=False, max_length=96, train_on_prompt=False,
+                      gradient_checkpointing=False, logging_steps=1, warmup_steps=0, cpu=True,
+                      save_steps=1)
+        return build_preference("dpo", records, tiny_model,
+                                checkpointing(knobs.config(CONFIGS["dpo"], out), out))[0]
+
+    first = trainer(2)
+    fit(first, resume=False)              # "interrupted" after step 2: checkpoints 1 and 2
+    assert (out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    second = trainer(3)
+    fit(second, resume=True)
+    assert second.state.global_step == 3
+    assert [p["step"] for p in second.curve.points] == [1, 2, 3]   # the whole run's curve
+
+
+@pytest.mark.parametrize("command", ["nat", "ranker"])
+def test_report_to_on_other_training_commands(command, tiny_model, export_file, tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / command
+    small = ["--max-steps", "1", "--batch-size", "4", "--lora-r", "4", "--lora-alpha", "8",
+             "--max-length", "96", "--cpu", "--report-to", "tensorboard"]
+    if command == "nat":
+        run(["nat", "--data", str(export_file), "--base", str(tiny_model), "--out", str(out),
+             "--gate-width", "16", *small])
+        dirs = [out / "neg" / "runs", out / "pos" / "runs"]       # one run per stage
+    else:
+        run(["ranker", "--data", str(export_file), "--base", str(tiny_model), "--out", str(out),
+             "--holdout", "0.25", *small])
+        dirs = [out / "runs"]
+    for d in dirs:
+        assert list(d.glob("events.out.tfevents.*")), d
