@@ -10,12 +10,14 @@ Shared pieces
 - :mod:`distill.losses`      the baselines' losses as small pure functions
 - :mod:`distill.run`         the config and ``Trainer`` every method extends; job steps
 - :mod:`distill.knobs`       training knobs (CLI options, compare configs) -> a config
+- :mod:`distill.tracking`    ``--report-to``: experiment trackers writing into OUT
 - :mod:`distill.student`     what an output directory holds; loading it as a student
 - :mod:`distill.generate`    batched sampling into JSONL that ``curator import jsonl`` reads
 - :mod:`distill.evaluate`    sample, grade, vote with every rule, report accuracy
 
 The methods, one module or package each
 - :mod:`distill.baselines`   sft, mix, nt, ul, cl: one trainer per method, ``distill train``
+- :mod:`distill.preference`  dpo, kto: TRL's DPO and KTO trainers on the same data and knobs
 - :mod:`distill.nat`         NAT: the integration gate (``nat.gate``), trainers and job
 - :mod:`distill.nce`         NCE: the loss as trained (``nce.loss``), trainer, betas, job
 - :mod:`distill.asc`         ASC: the ranker (``asc.ranker``) and the vote (``asc.voting``)
