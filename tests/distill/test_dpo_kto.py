@@ -51,7 +51,8 @@ def test_train_writes_a_peft_adapter(method, tiny_model, export_file, eval_file,
     assert manifest["steps"] == 2 and manifest["reference"].startswith("the base model")
     args = json.loads((out / "training_args.json").read_text())
     assert args["beta"] == 0.2 and args["learning_rate"] == 1e-2 and args["max_length"] == 96
-    assert [p["step"] for p in json.loads((out / "loss_curve.json").read_text())["points"]] == [1, 2]
+    curve = json.loads((out / "loss_curve.json").read_text())["points"]
+    assert [p["step"] for p in curve] == [1, 2]
     # the adapter moved off its zero initialisation
     assert any(t.abs().sum() > 0 for n, t in adapter_weights(out).items() if "lora_B" in n)
     loads_with_peft(tiny_model, out)
