@@ -159,6 +159,11 @@ def test_report_to_is_checked(tiny_model, export_file, tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "_available", lambda module: False)
     with pytest.raises(CuratorError, match="the 'mlflow' package is not installed"):
         tracking.check_report_to("mlflow")
+    # compare configs: `[train] report_to`, checked with the file and table named
+    from distill.baselines import SFTConfig
+    from distill.knobs import training_config
+    with pytest.raises(CuratorError, match=r"c.toml \[train.sft\]: report_to 'comet'"):
+        training_config(SFTConfig, tmp_path / "o", {"report_to": "comet"}, "c.toml [train.sft]")
     env = tracking.tracker_env("mlflow", tmp_path / "run")
     assert env["MLFLOW_TRACKING_URI"] == (tmp_path / "run" / "mlruns").as_uri()
     assert not (tmp_path / "o").exists()
@@ -242,3 +247,13 @@ def test_report_to_on_other_training_commands(command, tiny_model, export_file, 
         dirs = [out / "runs"]
     for d in dirs:
         assert list(d.glob("events.out.tfevents.*")), d
+
+
+def test_the_tiny_preference_config_is_valid():
+    from distill.compare import load_config, plan
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "distill" / "configs" / "compare-tiny-preference.toml", out="/tmp/x")
+    names = [s.name for s in plan(cfg, echo=lambda s: None)]
+    for m in ("sft", "dpo", "kto", "nat"):
+        assert f"train:{m}" in names and f"eval:MATH:{m}" in names
+    assert cfg.per_method["dpo"] == {"beta": 0.1, "pairs_per_problem": 4}
