@@ -74,17 +74,22 @@ def eval_(
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     prompt_template: base.Template = None, chat_template: base.Chat = False,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Warehouse to store the student's rationales, grades and results in (default: $CURATOR_DB, else the one recorded with --data's export, else warehouse/curator.duckdb if it exists).", show_default=False)] = None,
+    no_warehouse: Annotated[bool, typer.Option("--no-warehouse", help="Keep the results in OUT only.")] = False,
 ) -> None:
     """Evaluate a student: sample, grade, vote with every rule, report accuracy.
 
     Samples k rationales per problem, grades them with the curator's grader and reports
     accuracy for greedy, first-sample, self-consistency, probability-weighted SC and
     ASC (with --ranker): overall, per subject and per level, as JSON, Markdown and PNG.
-    Re-running with the same OUT resumes."""
+    Re-running with the same OUT resumes. With a warehouse the student is a run of kind
+    student there, graded like the teachers, and each rule's result a row of
+    `evaluations` (docs/evaluations.md)."""
     from rich.progress import Progress
 
     from distill.evaluate import REPORT_MD, EvalConfig, evaluate
     from distill.asc.voting import ASC_WEIGHTS
+    from distill.eval_warehouse import WarehouseTarget, resolve_db
 
     if asc_weight not in ASC_WEIGHTS:
         raise CuratorError(f"--asc-weight {asc_weight!r}: choose one of {', '.join(ASC_WEIGHTS)}")
@@ -93,13 +98,19 @@ def eval_(
     cfg = EvalConfig(samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                      top_p=top_p, batch_size=batch_size, seed=seed, greedy=greedy,
                      limit=limit, asc_weight=asc_weight)
+    db_path, why = resolve_db(db, data, no_warehouse)
+    if db_path is None and not no_warehouse:
+        console.print(f"{why}: the results stay in {out} only (--db to store them)",
+                      soft_wrap=True, markup=False)
+    target = WarehouseTarget(db_path) if db_path is not None else None
     with Progress(console=console, transient=True) as progress:
         def bar(label: str, total: int):
             task = progress.add_task(label, total=total)
             return lambda k: progress.advance(task, k)
         report = evaluate(base_model, data, out, cfg, adapter=adapter, mode=mode,
                           ranker=ranker, dtype=dtype, device=device, fmt=fmt,
-                          model_name=model_name, progress=bar)
+                          model_name=model_name, progress=bar, warehouse=target,
+                          echo=lambda s: console.print(s, soft_wrap=True, markup=False))
     t = report["throughput"]
     if t["new_rationales"]:
         console.print(f"{t['new_rationales']} new rationales in {t['sampling_seconds']:.1f} s "
@@ -108,6 +119,12 @@ def eval_(
     console.print(f"report: {out / 'report.json'}, {out / REPORT_MD}, {out / 'report.png'}; "
                   f"samples for `curator import jsonl`: {out / 'samples.jsonl'}",
                   soft_wrap=True)
+    if report.get("warehouse"):
+        w = report["warehouse"]
+        console.print(f"warehouse {w['db']}: run {w['run_id']} ({w['model']}), "
+                      f"{len(w['evaluations'])} rows of `evaluations` "
+                      f"(curator sql \"SELECT * FROM evaluations WHERE run_id = '{w['run_id']}'\")",
+                      soft_wrap=True, markup=False)
 
 
 def compare(
@@ -116,6 +133,8 @@ def compare(
     redo: Annotated[Optional[list[str]], typer.Option("--redo", help="Run these stages again even if finished (glob, repeatable: 'eval:*').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stages and which would run; run nothing.")] = False,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds to train and evaluate every student with, e.g. 0,1,2 (overrides the config's `seeds`); with several, the table shows mean and 95% interval over seeds and differences from CoT KD.")] = None,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Warehouse to store every student's rationales, grades and results in (overrides the config's [warehouse] db).", show_default=False)] = None,
+    no_warehouse: Annotated[bool, typer.Option("--no-warehouse", help="Ignore the config's [warehouse]: results in OUT only.")] = False,
 ) -> None:
     """Reproduce the paper's comparison table from one config file (resumable).
 
@@ -126,7 +145,8 @@ def compare(
     finished stages are skipped."""
     from distill.compare import compare as run
 
-    res = run(config, out, redo=tuple(redo or ()), dry_run=dry_run, seeds=seeds,
+    res = run(config, out, redo=tuple(redo or ()), dry_run=dry_run, seeds=seeds, db=db,
+              no_warehouse=no_warehouse,
               echo=lambda s: console.print(s, highlight=False, soft_wrap=True,
                                            markup=False, emoji=False))
     ran = sum(o.status == "ran" for o in res.outcomes)

@@ -9,12 +9,15 @@ stopped and nothing paid for is computed twice:
    one greedy rationale per problem into ``greedy.jsonl``; both are the JSONL that
    ``curator import jsonl`` loads, so a student's rationales can go to the warehouse too;
 2. grading with :func:`curator.grading.grade` (the code path that labelled the teacher
-   data) into ``grades.jsonl``;
+   data) into ``grades.jsonl``; with a warehouse (:mod:`distill.eval_warehouse`), the
+   rationales are stored there as a student run and graded there, by the teachers'
+   grader and version, and those verdicts are the ones voted on;
 3. ranking-model scores (``--ranker``) into ``scores.jsonl``;
 4. voting (``votes.jsonl``, one row per problem and rule) and the report: accuracy
    overall, per subject and per level for every rule in ``report.json``, ``report.md``
    (laid out like the paper's table: rules by subjects, then the average over subjects)
-   and ``report.png``.
+   and ``report.png``; with a warehouse, each rule's result is a row of ``evaluations``
+   (with its 95% interval), read back into ``report.json`` under ``warehouse``.
 
 Accuracy is a mean of per-problem credits (ties share credit, see :mod:`distill.asc.voting`);
 ``avg`` is the mean over subjects (the paper's "Avg"), ``all`` the mean over problems.
@@ -141,6 +144,33 @@ def load_samples(out: Path, problems: list[dict], k: int) -> dict[str, dict[str,
                 by[r["problem_id"]][int(r["sample_index"])] = r
         res[source] = {pid: [d[i] for i in sorted(d)] for pid, d in by.items()}
     return res
+
+
+def warehouse_grades(out: Path, samples: dict, store, progress=None) -> dict[str, dict]:
+    """The warehouse's verdicts on every sample (stored and graded there first), keyed
+    like :func:`grade_samples`'; the ones ``grades.jsonl`` lacks are appended to it."""
+    from curator import grading
+    version = grading.GRADER_VERSION
+    verdicts = store.store_and_grade(samples, progress=progress)
+    have = {g["key"] for g in read_jsonl(out / GRADES) if g.get("grader") == version}
+    cache, new = {}, []
+    for source, per in samples.items():
+        for pid, recs in per.items():
+            for r in recs:
+                g = verdicts.get(source, {}).get((pid, int(r["sample_index"])))
+                if g is None:
+                    raise CuratorError(f"the warehouse could not grade problem {pid} sample "
+                                       f"{r['sample_index']} ({source}): it has no reference "
+                                       f"answer there")
+                key = _sample_key(r, source)
+                cache[key] = {"key": key, "grader": version, "correct": bool(g["correct"]),
+                              "status": g["status"], "extracted": g["extracted"],
+                              "normalized": g["normalized"], "rule": None}
+                if key not in have:
+                    new.append(cache[key])
+    if new:
+        append_jsonl(out / GRADES, new)
+    return cache
 
 
 def grade_samples(out: Path, problems: list[dict], samples: dict, grader=None,
@@ -341,6 +371,10 @@ def markdown_report(report: dict) -> str:
         ra = report["ranker"].get("pairwise_accuracy_on_samples") or {}
         lines.append(f"Ranker `{report['ranker']['dir']}`: pairwise accuracy on these samples "
                      f"{pct(ra.get('micro'))} % over {ra.get('pairs', 0)} pairs.")
+    if report.get("warehouse"):
+        w = report["warehouse"]
+        lines.append(f"Stored in the warehouse `{w['db']}` as run `{w['run_id']}` "
+                     f"(`{w['model']}`), one row of `evaluations` per rule.")
     return "\n".join(lines) + "\n"
 
 
@@ -376,11 +410,14 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
              adapter: str | Path | None = None, mode: str | None = None,
              ranker: str | Path | None = None, dtype: str = "float32",
              device: str | None = None, fmt=None, model_name: str | None = None,
-             progress: Callable[[str, int], Callable[[int], None]] | None = None) -> dict:
+             progress: Callable[[str, int], Callable[[int], None]] | None = None,
+             warehouse=None, echo: Callable[[str], None] | None = None) -> dict:
     """Evaluate a student (``base`` + ``adapter`` in ``mode``) on the problems of ``data``
     (a ``curator export-eval`` file); writes OUT as described in the module docstring and
     returns the report. ``progress(label, total)`` returns a callback that is advanced
-    by the number of items finished."""
+    by the number of items finished. ``warehouse`` (a
+    :class:`distill.eval_warehouse.WarehouseTarget`) stores the student's rationales,
+    grades and results there too; ``echo`` prints what was stored."""
     from distill.data import PromptFormat, read_eval
     from distill.generate import student_name
     from distill.models import default_device
@@ -410,6 +447,14 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
                   if adapter is not None and "prompt_format" in read_manifest(adapter)
                   else PromptFormat())
     check_manifest(out, _manifest(base, adapter, mode, name, data, cfg, fmt))
+    store = None
+    if warehouse is not None:   # before the model loads: a wrong warehouse fails at once
+        from distill.eval_warehouse import StudentStore
+        store = StudentStore(warehouse, base=_where(base), adapter=adapter, mode=mode,
+                             name=name, sampling={**cfg.sampling_key(), "mode": mode,
+                                                  "prompt_format": fmt.to_json()},
+                             problems=problems, echo=echo,
+                             greedy_run=cfg.greedy and not greedy_is_first)
 
     def tick(label: str, total: int):
         return progress(label, total) if progress else None
@@ -429,7 +474,10 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
 
     # 2. grading, 3. ranker scores
     total = sum(len(v) for src in samples.values() for v in src.values())
-    grades = grade_samples(out, problems, samples, progress=tick("grading", total))
+    if store is None:
+        grades = grade_samples(out, problems, samples, progress=tick("grading", total))
+    else:
+        grades = warehouse_grades(out, samples, store, progress=tick("grading", total))
     scores = None
     if ranker is not None:
         scores = score_samples(out, problems, samples, Path(ranker), dtype, device, cfg.batch_size)
@@ -439,8 +487,13 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
     tmp = out / (VOTES + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     os.replace(tmp, out / VOTES)
+    stored = None
+    if store is not None:
+        stored = store.summary(store.record(rules, rows, {
+            "k": cfg.samples, "data": str(data), "out": str(out.resolve()),
+            "ranker": str(ranker) if ranker is not None else None}))
     report = _report(out, base, adapter, mode, name, data, cfg, ranker, problems, samples,
-                     grades, scores, rules, rows, no_ref, new, seconds)
+                     grades, scores, rules, rows, no_ref, new, seconds, stored)
     return report
 
 
@@ -458,7 +511,7 @@ def _manifest(base, adapter, mode, name, data, cfg: EvalConfig, fmt) -> dict:
 
 
 def _report(out, base, adapter, mode, name, data, cfg, ranker, problems, samples, grades,
-            scores, rules, rows, no_ref, new, seconds) -> dict:
+            scores, rules, rows, no_ref, new, seconds, stored=None) -> dict:
     from distill.asc.ranker import pairwise_accuracy
 
     status: dict[str, int] = defaultdict(int)
@@ -488,6 +541,8 @@ def _report(out, base, adapter, mode, name, data, cfg, ranker, problems, samples
         "throughput": {"new_rationales": new, "sampling_seconds": round(seconds, 3),
                        "rationales_per_second": round(new / seconds, 3) if seconds else None},
     }
+    if stored is not None:
+        report["warehouse"] = stored
     (out / REPORT_JSON).write_text(json.dumps(report, indent=2))
     (out / REPORT_MD).write_text(markdown_report(report))
     plot_report(report, out / REPORT_PNG)

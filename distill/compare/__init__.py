@@ -56,10 +56,12 @@ class CompareResult:
 
 def compare(config: str | Path, out: str | Path | None = None, redo: tuple[str, ...] = (),
             dry_run: bool = False, echo: Callable[[str], None] = print,
-            seeds: str | list[int] | None = None) -> CompareResult:
+            seeds: str | list[int] | None = None, db: str | Path | None = None,
+            no_warehouse: bool = False) -> CompareResult:
     """Run (or resume) the comparison described by ``config`` and write the table;
-    ``seeds`` overrides the config's ``seeds``."""
-    cfg = load_config(config, out, seeds=seeds)
+    ``seeds`` overrides the config's ``seeds``, ``db`` its ``[warehouse] db``, and
+    ``no_warehouse`` drops its ``[warehouse]``."""
+    cfg = load_config(config, out, seeds=seeds, db=db, no_warehouse=no_warehouse)
     stages = plan(cfg, echo)
     outcomes = run_stages(stages, cfg.out, redo=redo, dry_run=dry_run, echo=echo)
     t = None if dry_run else write_table(cfg)

@@ -26,8 +26,9 @@ DEFAULT_METHODS = ("sft", "mix", "nt", "ul", "cl", "nat", "nat+nce", "nat+nce+as
 EVAL_KEYS = ("samples", "max_new_tokens", "temperature", "top_p", "batch_size", "seed",
              "greedy", "limit", "asc_weight", "dtype", "device")
 TOP_KEYS = {"out", "model", "data", "eval", "methods", "train", "ranker", "evaluate",
-            "report", "prepare", "name", "seeds", "teacher"}
+            "report", "prepare", "name", "seeds", "teacher", "warehouse"}
 TEACHER_KEYS = {"model", "title", "export", "db", "grader_version"}
+WAREHOUSE_KEYS = {"db", "comparison"}
 #: students whose result does not depend on the seed (evaluated once in a multi-seed run)
 SEEDLESS = ("base",)
 REFERENCE = "sft"   # paired differences are taken against CoT KD
@@ -64,6 +65,9 @@ class CompareConfig:
     seeds: list = field(default_factory=lambda: [None])
     teacher: dict | None = None
     gguf: str | None = None      # [model] gguf: convert this GGUF file (or `smollm2`) into base
+    # [warehouse] db: every student's rationales, grades and results go there too, under
+    # one comparison id ([warehouse] comparison, default the config's name)
+    warehouse: dict | None = None
 
     @property
     def multi_seed(self) -> bool:
@@ -147,9 +151,11 @@ def parse_seeds(value: Any, where: str) -> list[int]:
 
 
 def load_config(path: str | Path, out: str | Path | None = None,
-                seeds: str | list[int] | None = None) -> CompareConfig:
-    """Read and check a comparison config; ``out`` overrides its ``out`` and ``seeds``
-    (a list or ``"0,1,2"``) its ``seeds``."""
+                seeds: str | list[int] | None = None, db: str | Path | None = None,
+                no_warehouse: bool = False) -> CompareConfig:
+    """Read and check a comparison config; ``out`` overrides its ``out``, ``seeds``
+    (a list or ``"0,1,2"``) its ``seeds``, ``db`` its ``[warehouse] db``;
+    ``no_warehouse`` drops its ``[warehouse]``."""
     path = Path(path)
     raw = _read_config_file(path)
 
@@ -235,6 +241,21 @@ def load_config(path: str | Path, out: str | Path | None = None,
             raise bad(f"unknown key(s) {sorted(extra)} in [teacher]; known: "
                       f"{', '.join(sorted(TEACHER_KEYS))}")
         teacher = dict(teacher)
+    warehouse = raw.get("warehouse")
+    if warehouse is not None and (not isinstance(warehouse, dict) or not warehouse.get("db")):
+        raise bad("[warehouse] needs db = \"<the warehouse of the eval sets' problems>\"")
+    if warehouse is not None and set(warehouse) - WAREHOUSE_KEYS:
+        raise bad(f"unknown key(s) {sorted(set(warehouse) - WAREHOUSE_KEYS)} in [warehouse]; "
+                  f"known: {', '.join(sorted(WAREHOUSE_KEYS))}")
+    if no_warehouse:
+        if db is not None:
+            raise CuratorError("--db and --no-warehouse contradict each other; give one")
+        warehouse = None
+    elif db is not None:
+        warehouse = {**(warehouse or {}), "db": str(db)}
+    if warehouse is not None:
+        warehouse = {"db": str(warehouse["db"]),
+                     "comparison": str(warehouse.get("comparison") or raw.get("name", "comparison"))}
     return CompareConfig(
         path=path, out=Path(out_dir), seeds=seed_list, teacher=teacher,
         gguf=str(model["gguf"]) if model.get("gguf") else None, base=str(model["base"]), tiny=tiny,
@@ -245,4 +266,4 @@ def load_config(path: str | Path, out: str | Path | None = None,
         evals=evals, methods=methods, train=train, per_method=per_method,
         ranker=dict(raw.get("ranker") or {}), evaluate=evaluate,
         rule=report.get("rule", "greedy"), asc_rule=report.get("asc_rule", "asc:s"),
-        prepare=prepare, name=raw.get("name", "comparison"))
+        prepare=prepare, name=raw.get("name", "comparison"), warehouse=warehouse)

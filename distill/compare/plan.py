@@ -158,21 +158,28 @@ def plan(cfg: CompareConfig, echo: Callable[[str], None] = print) -> list[Stage]
                 # A student brings the prompt format it was trained with; the untrained
                 # base is prompted as the config says (the students' format).
                 prompt = {"prompt": fmt.to_json()} if adapter is None else {}
+                # where the results are stored too (absent without a warehouse, so
+                # configs without one keep their fingerprints)
+                if cfg.warehouse:
+                    prompt = {**prompt, "warehouse": {**cfg.warehouse,
+                                                      "label": f"{s}{cfg.suffix(s, seed)}"}}
                 stages.append(Stage(
                     f"eval:{e['name']}:{s}{cfg.suffix(s, seed)}",
                     lambda e=e, s=s, settings=settings, use_ranker=use_ranker, prompt=prompt: {
                         "student": s, "settings": settings, "ranker": use_ranker,
                         "data": path_identity(e["data"]), "base": base_identity(), **prompt},
-                    lambda e=e, d=d, settings=settings, use_ranker=use_ranker, adapter=adapter:
+                    lambda e=e, d=d, settings=settings, use_ranker=use_ranker, adapter=adapter,
+                    s=s, seed=seed:
                         _evaluate(cfg, adapter, e, d, settings, use_ranker, echo,
-                                  fmt=fmt if adapter is None else None),
+                                  fmt=fmt if adapter is None else None,
+                                  label=f"{s}{cfg.suffix(s, seed)}"),
                     deps=stage_deps, dir=d,
                     # Samples stay valid while the student and the sampling settings do (more
                     # samples, other problems or another ranker reuse them; scores are keyed
                     # by ranker inside the evaluation).
                     keep=lambda e=e, s=s, settings=settings, prompt=prompt: {
                         "student": s, "data": path_identity(e["data"]), "base": base_identity(),
-                        **prompt,
+                        **{k: v for k, v in prompt.items() if k != "warehouse"},
                         "sampling": {k: settings.get(k) for k in ("temperature", "top_p",
                                                                   "max_new_tokens", "dtype")}},
                     keep_deps=student_deps))
@@ -227,7 +234,8 @@ def _train_ranker(cfg: CompareConfig, rk: dict, d: Path, fmt) -> dict:
 
 
 def _evaluate(cfg: CompareConfig, adapter: Path | None, e: dict, d: Path, settings: dict,
-              use_ranker: bool, echo, fmt=None) -> dict:
+              use_ranker: bool, echo, fmt=None, label: str | None = None) -> dict:
+    from distill.eval_warehouse import WarehouseTarget
     from distill.evaluate import EvalConfig, evaluate
 
     settings = dict(settings)
@@ -237,7 +245,21 @@ def _evaluate(cfg: CompareConfig, adapter: Path | None, e: dict, d: Path, settin
         ecfg = EvalConfig(**settings)
     except TypeError as exc:
         raise CuratorError(f"{cfg.path} [evaluate]: {exc}") from None
+    target = None
+    if cfg.warehouse:
+        db = Path(cfg.warehouse["db"])
+        if not db.is_file():
+            raise CuratorError(f"{cfg.path}: [warehouse] db {db}: no such warehouse file")
+        export = cfg.train_data if cfg.train_data.is_dir() else cfg.train_data.parent
+        target = WarehouseTarget(
+            db, comparison_id=cfg.warehouse["comparison"], label=label,
+            training_export=export if (export / "manifest.json").is_file() else None)
     rep = evaluate(cfg.base, e["data"], d, ecfg, adapter=adapter,
                    ranker=cfg.out / "ranker" if use_ranker else None, dtype=dtype,
-                   device=device, fmt=fmt)
-    return {"problems": rep["problems"], "throughput": rep["throughput"]}
+                   device=device, fmt=fmt, warehouse=target,
+                   echo=lambda s: echo("  " + s))
+    info = {"problems": rep["problems"], "throughput": rep["throughput"]}
+    if rep.get("warehouse"):
+        info["warehouse"] = {k: rep["warehouse"][k] for k in ("db", "run_id", "comparison_id",
+                                                              "label")}
+    return info
