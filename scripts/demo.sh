@@ -5,8 +5,9 @@
 # curation: load problems -> a teacher run through the real OpenAI client against the
 # local teacher server -> a second teacher run imported -> grade -> stats and SQL on the
 # failures -> export training splits and eval problems -> HTML report;
-# distillation: tiny model -> NAT -> NCE -> student rationales imported as a run and
-# graded like a teacher's -> the paper's comparison table (distill compare).
+# distillation: tiny model -> NAT -> NCE -> the student evaluated into the warehouse (a run
+# graded like a teacher's, one `evaluations` row per voting rule) -> the paper's comparison
+# table (distill compare), its students side by side with their teacher in SQL.
 #
 # Budgets are tiny (a random 2-layer model, a dozen optimiser steps) so that it finishes in
 # a few minutes on 2 CPU cores; the accuracies are therefore zero. The mechanics are the
@@ -84,22 +85,34 @@ run curator export "$OUT/export" --splits train=0.9,validation=0.1
 run curator export-eval "$OUT/eval" --dataset math --split test
 run curator report "$OUT/report.html"
 
-step "6. Students: a tiny model, NAT, NCE, student rationales graded like a teacher's"
+step "6. Students: a tiny model, NAT, NCE, evaluated into the warehouse like a teacher's run"
 TRAIN=(--epochs 1 --max-steps 8 --batch-size 4 --max-length 256 --lr 5e-3 --logging-steps 4 --cpu)
 run distill init-tiny "$OUT/tiny-model"
 run distill nat --base "$OUT/tiny-model" --data "$OUT/export" --out "$OUT/nat" "${TRAIN[@]}" --gate-width 32
 run distill nce --base "$OUT/tiny-model" --data "$OUT/export" --nat "$OUT/nat" --out "$OUT/nce" "${TRAIN[@]}"
-run distill generate --base "$OUT/tiny-model" --adapter "$OUT/nce" --data "$OUT/eval" \
-    --samples 2 --max-new-tokens 48 --temperature 0.7 --device cpu --out "$OUT/student.jsonl"
-run curator import jsonl "$OUT/student.jsonl" --dataset math --split test
-run curator grade --quiet
+# distill eval stores the student's rationales in the warehouse ($CURATOR_DB) as a run of
+# kind student, grades them with the teachers' grader, and writes each voting rule's
+# accuracy with its 95% interval into `evaluations` (docs/evaluations.md).
+run distill eval --base "$OUT/tiny-model" --adapter "$OUT/nce" --data "$OUT/eval" \
+    --samples 2 --max-new-tokens 48 --temperature 0.7 --device cpu --out "$OUT/student-eval"
 # Teachers answered the train problems, the student the test ones: the same grader, the
 # same views, one query.
 run curator sql "SELECT model, kind, samples, graded, positives, negatives,
                         round(pass_rate, 3) AS pass_rate
                  FROM run_stats ORDER BY pass_rate DESC, model" -f markdown
+run curator sql "SELECT rule, eval_split, n, correct, round(accuracy, 3) AS accuracy,
+                        round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high
+                 FROM evaluations ORDER BY rule" -f markdown
 
 step "7. The paper's comparison table on the demo export (distill compare)"
 run distill compare --config distill/configs/demo-compare.toml
+# Every student of the comparison (comparison id 'demo') beside the two teacher runs of its
+# training export (generated and imported); their rows are empty because the teachers never
+# answered the test problems.
+run curator sql "SELECT role, label, method, rule, n, round(accuracy, 3) AS accuracy,
+                        round(ci_low, 3) AS ci_low, round(ci_high, 3) AS ci_high
+                 FROM method_comparison WHERE comparison_id = 'demo'
+                   AND rule IN ('teacher-samples', 'greedy', 'asc:s')
+                 ORDER BY role DESC, label, rule" -f markdown
 
 step "done in $((SECONDS - START)) s: everything is in $OUT/ (report: $OUT/report.html, table: $OUT/compare/comparison.md)"

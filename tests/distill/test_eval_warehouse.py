@@ -106,6 +106,29 @@ def test_eval_stores_the_student_graded_with_one_row_per_rule_and_rerun_adds_not
     assert _counts(db) == first
 
 
+def test_an_interrupted_evaluation_keeps_what_it_stored_and_resumes(tiny_model, wh_copy,
+                                                                     tmp_path, monkeypatch):
+    import curator.evaluations as evaluations
+    db, ev = wh_copy
+    args = ["eval", "--base", str(tiny_model), "--data", str(ev), "--out", str(tmp_path / "ev"),
+            *EVAL_ARGS, "--db", str(db), "--no-greedy"]
+    real = evaluations.grade_student_run
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluations, "grade_student_run", interrupted)
+    res = CliRunner().invoke(app, args)
+    assert isinstance(res.exception, KeyboardInterrupt)
+    assert _counts(db) == {"runs": 1, "samples": 6, "grades": 0, "evaluations": 0}
+    monkeypatch.setattr(evaluations, "grade_student_run", real)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "0 rationales stored (6 there already), 6 graded" in res.output
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert _counts(db) == {"runs": 1, "samples": 6, "grades": 6,
+                           "evaluations": len(report["rules"])}
+
+
 def test_eval_uses_the_export_manifests_warehouse_and_opts_out(tiny_model, wh_copy, tmp_path,
                                                              monkeypatch):
     db, ev = wh_copy
@@ -144,3 +167,65 @@ def test_eval_refuses_a_warehouse_without_the_problems_and_stores_nothing(
                                    "--out", str(tmp_path / "y"), *EVAL_ARGS,
                                    "--db", str(tmp_path / "none.duckdb")])
     assert res.exit_code != 0 and "no such file" in str(res.exception)
+
+
+@pytest.mark.slow
+def test_compare_puts_every_student_and_seed_under_one_comparison(tiny_model, tmp_path):
+    """Two seeds of CoT KD and the base, in the warehouse of their training export: one
+    comparison id, a run per seed with the seed in its metadata, the export's teacher
+    beside them in method_comparison; re-running (and redoing the evaluations) adds
+    nothing."""
+    from distill.compare import compare
+
+    db = tmp_path / "curator.duckdb"
+    _curator(db, "load", "math", DEMO / "math_train_200.jsonl", "--split", "train")
+    _curator(db, "load", "math", DEMO / "math_test_70.jsonl", "--split", "test")
+    _curator(db, "import", "tdg", DEMO / "tdg_gpt4_200.jsonl.gz", "--model", "gpt-4")
+    _curator(db, "grade")
+    _curator(db, "export", tmp_path / "export", "--dataset", "math", "--splits", "train=1.0")
+    _curator(db, "export-eval", tmp_path / "eval", "--dataset", "math", "--split", "test",
+             "--limit", "2")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"""
+name = "two seeds"
+out = "{tmp_path / 'out'}"
+[model]
+base = "{tiny_model}"
+[data]
+train = "{tmp_path / 'export' / 'train.jsonl'}"
+[[eval]]
+name = "MATH"
+data = "{tmp_path / 'eval' / 'test.jsonl'}"
+[methods]
+run = ["base", "sft"]
+[warehouse]
+db = "{db}"
+comparison = "c1"
+[train]
+max_steps = 1
+batch_size = 2
+max_length = 128
+cpu = true
+[evaluate]
+samples = 1
+max_new_tokens = 4
+""")
+    compare(cfg, seeds=[0, 1], echo=lambda s: None)
+    first = _counts(db)
+    with Warehouse(db).read() as con:
+        labels = con.execute("SELECT DISTINCT label, run_id FROM evaluations "
+                             "WHERE comparison_id = 'c1' ORDER BY label").fetchall()
+        seeds = con.execute("SELECT metadata->>'method', metadata->'training_config'->>'seed' "
+                            "FROM runs WHERE run_id IN (SELECT run_id FROM evaluations) "
+                            "ORDER BY 1, 2").fetchall()
+        roles = con.execute("SELECT role, label, count(*) FROM method_comparison "
+                            "WHERE comparison_id = 'c1' GROUP BY ALL ORDER BY 1 DESC, 2").fetchall()
+    assert [lb for lb, _ in labels] == ["base", "sft@s0", "sft@s1"]
+    assert len({r for _, r in labels}) == 3                       # a run per seed
+    assert seeds == [("base", None), ("sft", "0"), ("sft", "1")]
+    rules = first["evaluations"] // 3
+    assert roles == [("teacher", "gpt-4", 1), ("student", "base", rules),
+                     ("student", "sft@s0", rules), ("student", "sft@s1", rules)]
+    compare(cfg, seeds=[0, 1], echo=lambda s: None)                # everything skipped
+    compare(cfg, seeds=[0, 1], redo=("eval:*",), echo=lambda s: None)
+    assert _counts(db) == first
