@@ -133,8 +133,8 @@ def compare(
     redo: Annotated[Optional[list[str]], typer.Option("--redo", help="Run these stages again even if finished (glob, repeatable: 'eval:*').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the stages and which would run; run nothing.")] = False,
     seeds: Annotated[Optional[str], typer.Option("--seeds", help="Seeds to train and evaluate every student with, e.g. 0,1,2 (overrides the config's `seeds`); with several, the table shows mean and 95% interval over seeds and differences from CoT KD.")] = None,
-    db: Annotated[Optional[Path], typer.Option("--db", help="Warehouse to store every student's rationales, grades and results in (overrides the config's [warehouse] db).", show_default=False)] = None,
-    no_warehouse: Annotated[bool, typer.Option("--no-warehouse", help="Ignore the config's [warehouse]: results in OUT only.")] = False,
+    db: Annotated[Optional[Path], typer.Option("--db", help="Warehouse to store every student's rationales, grades and results in (overrides db in the config's warehouse table).", show_default=False)] = None,
+    no_warehouse: Annotated[bool, typer.Option("--no-warehouse", help="Ignore the config's warehouse table: results in OUT only.")] = False,
 ) -> None:
     """Reproduce the paper's comparison table from one config file (resumable).
 
