@@ -17,6 +17,13 @@ EXPORT = HERE / "fixtures" / "export_small.jsonl"
 EVAL = HERE / "fixtures" / "eval_small.jsonl"
 
 
+@pytest.fixture(autouse=True)
+def _no_ambient_warehouse(monkeypatch):
+    """`distill eval` stores into $CURATOR_DB when set: a warehouse in the shell that
+    runs the tests must not receive (or refuse) the fixtures' students."""
+    monkeypatch.delenv("CURATOR_DB", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """Tiny Llama, multi-head attention (q/k/v all 64 wide)."""
