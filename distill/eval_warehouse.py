@@ -153,8 +153,9 @@ class StudentStore:
                 f"{target.db} (e.g. {', '.join(missing[:3])}): the eval set was not exported "
                 f"from it. Give --db the warehouse it came from (compare: [warehouse] db), or "
                 f"--no-warehouse")
-        method, tcfg, export = training_config_of(adapter)
-        method = target.method or (method if mode != "base" else "base")
+        # an adapter evaluated in mode "base" is its untrained base model
+        method, tcfg, export = training_config_of(adapter if mode != "base" else None)
+        method = target.method or method
         tcfg = target.training_config if target.training_config is not None else tcfg
         export = target.training_export or export
         label = name.removeprefix("student:")
