@@ -168,6 +168,13 @@ def _sql_help() -> str:
         "`curator sql - --format json < hard.sql`  (or `curator sql hard.sql`)")
 
 
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # e.g. a one-line query longer than a file name may be
+        return False
+
+
 def read_query(query: str) -> tuple[str, str]:
     """The SQL text of the QUERY argument and where it came from: `-` is stdin, an existing
     file is read, anything else is the SQL itself."""
@@ -177,7 +184,7 @@ def read_query(query: str) -> tuple[str, str]:
     else:
         p = Path(query)
         looks_like_path = "\n" not in query and len(query) < 4096 and (
-            query.lower().endswith(".sql") or p.is_file())
+            query.lower().endswith(".sql") or _is_file(p))
         if not looks_like_path:
             return query, "argument"
         try:

@@ -22,6 +22,7 @@ from enum import Enum
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class Format(str, Enum):
@@ -207,7 +208,8 @@ def render_table(columns: Sequence[str], rows: Sequence[Sequence], console: Cons
         t.add_column(header, overflow="fold", no_wrap=False, width=w,
                      justify="right" if numeric[i] else "left")
     for r in cells:
-        t.add_row(*(r[i] for i in lay.keep))
+        # Text, not str: values are data, never rich markup or :emoji: codes
+        t.add_row(*(Text(r[i]) for i in lay.keep))
     needed = (sum(lay.widths) + len(lay.keep) - 1) if lay.widths else 0
     if needed > console.width:
         # nothing left to narrow: print at the width the numbers need rather than break one

@@ -165,6 +165,20 @@ def test_sql_reads_stdin_and_files(wh, tmp_path):
     assert p.returncode == 2 and "no SQL in stdin" in p.stderr
 
 
+def test_sql_long_one_line_query_and_values_printed_as_data(wh):
+    env = {"CURATOR_DB": str(wh.path), "COLUMNS": "200"}
+    # longer than a file name may be: it is SQL, not a path
+    long_query = "SELECT " + " + ".join(["1"] * 150) + " AS total"
+    assert len(long_query) > 300
+    p = _curator("sql", long_query, "--format", "csv", env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["total", "150"]
+    # table cells are data: no :emoji: codes, no [markup]
+    p = _curator("sql", "SELECT 'student:cl:pos' AS model, '[bold]x[/bold]' AS note", env=env)
+    assert p.returncode == 0, p.stderr
+    assert "student:cl:pos" in p.stdout and "[bold]x[/bold]" in p.stdout
+
+
 def test_sql_help_lists_tables_views_and_examples(cli):
     from typer.testing import CliRunner
 
