@@ -22,13 +22,12 @@ from distill import data as D
 from distill import losses
 from distill.adapters import train_only
 from distill.collate import GroupCollator, RationaleCollator
+from distill.knobs import METHODS
 from distill.models import attach_lora, load_tokenizer
 from distill.run import (DistillConfig, DistillTrainer, TrainResult, checkpointing, finish,
                          fit, load_base)
 from distill.student import DEFAULT_ADAPTER, write_manifest
 from distill.tracking import tracking
-
-METHODS = ("sft", "mix", "nt", "ul", "cl")
 
 
 # -- configs ---------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ command under ``torchrun --nproc-per-node N -m distill.cli ...`` or ``accelerate
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,7 +22,9 @@ import typer
 from curator.errors import CuratorError
 from distill import cli_asc
 from distill.cli_options import (Base, Chat, Data, Out, Seed, Split, Template, Training,
-                                 console, guard_out, prompt_format, report, training_command)
+                                 console, device_option, guard_out, prompt_format,
+                                 report, training_command)
+from distill.knobs import METHODS
 
 app = typer.Typer(
     name="distill",
@@ -29,6 +32,38 @@ app = typer.Typer(
          "with the integration gate) and the baselines (sft, mix, nt, ul, cl, dpo, kto); sample "
          "rationales from students for `curator import jsonl`.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+DOWNLOAD_ENV = "DISTILL_ALLOW_DOWNLOAD"
+
+
+def hub_access(allow_download: bool) -> bool:
+    """Models and tokenizers come from local directories and the Hugging Face cache only
+    (``HF_HUB_OFFLINE=1``) unless downloads are allowed: ``--allow-download``,
+    ``DISTILL_ALLOW_DOWNLOAD=1``, or an ``HF_HUB_OFFLINE`` the user set. Returns whether
+    the hub may be contacted. Call before huggingface_hub is imported."""
+    if allow_download or os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes"):
+        os.environ["HF_HUB_OFFLINE"] = "0"
+        return True
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return os.environ["HF_HUB_OFFLINE"].strip().lower() in ("0", "false", "no", "")
+
+
+@app.callback()
+def setup(
+    threads: Annotated[Optional[int], typer.Option("--threads", show_default="auto", help="CPU threads for torch (0: torch's default of one per core; default: 1 on 2 cores or fewer, else cores / processes; env DISTILL_THREADS; an OMP_NUM_THREADS you set is kept).")] = None,
+    allow_download: Annotated[bool, typer.Option("--allow-download", help="Let --base hub names be downloaded from the Hugging Face hub (default: local directories and the hub cache only; env DISTILL_ALLOW_DOWNLOAD=1).")] = False,
+) -> None:
+    """Settings of every command, chosen before torch loads (distill --threads 4 train ...)."""
+    from distill import threads as T
+    T.configure(threads)
+    hub_access(allow_download)
+    # Training prints one line per logging step (distill.run.StepLine): no library bars
+    # ("Loading weights", "Map") or library warnings in between (set them to see them).
+    for var, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                       ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                       ("TRANSFORMERS_VERBOSITY", "error")):
+        os.environ.setdefault(var, value)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -90,8 +125,6 @@ def train(
     training: Training = None,
 ) -> None:
     """Train one LoRA adapter with a baseline method of the paper."""
-    from distill.baselines import METHODS, TRAINERS, train_baseline
-
     preference = method in ("dpo", "kto")
     if method not in METHODS and not preference:
         raise CuratorError(f"--method {method!r}: choose one of {', '.join(METHODS)}, dpo, kto")
@@ -100,7 +133,8 @@ def train(
     if method == "kto" and pairs_per_problem is not None:
         raise CuratorError("--pairs-per-problem applies to --method dpo (kto trains on every "
                            "rationale)")
-    guard_out(out, training.resume, training.overwrite)
+    if guard_out(out, training.resume, training.overwrite):
+        return
     if preference:
         from distill.preference import CONFIGS, train_preference
         extra = {"beta": beta}
@@ -111,6 +145,8 @@ def train(
                                   init_adapter=init_adapter, resume=training.resume)
         report({method: result})
         return
+    from distill.baselines import TRAINERS, train_baseline
+
     extra = {"nt": {"neg_weight": neg_weight}, "ul": {"ul_weight": ul_weight},
              "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
                     "cl_group_size": cl_group_size}}.get(method, {})
@@ -135,11 +171,12 @@ def nat(
 ) -> None:
     """NAT: stage 1 trains the `neg` adapter on negatives; stage 2 freezes it and trains
     the `pos` adapter and the integration gates on positives."""
+    if guard_out(out, training.resume, training.overwrite):
+        return
     import dataclasses
 
     from distill.nat.trainer import NATConfig, train_nat
 
-    guard_out(out, training.resume, training.overwrite)
     knobs = training.knobs
     gate = {"gate_width": gate_width, "gate_beta": gate_beta, "gate_temperature": gate_temperature}
     config = knobs.config(NATConfig, out, **gate)
@@ -171,9 +208,10 @@ def nce(
     """NCE: distil the NAT model (--nat) into a fresh `student` LoRA on the positives, each
     sample weighted by 0.5 + beta, beta = tanh(mean KL(p_neg || p_nat)); one copy of the
     base serves teacher and student."""
+    if guard_out(out, training.resume, training.overwrite):
+        return
     from distill.nce import NCEConfig, train_nce
 
-    guard_out(out, training.resume, training.overwrite)
     config = training.knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
                           precompute_beta=precompute_beta, distill_all_tokens=all_tokens,
                           nce_chunk_tokens=chunk_tokens)
@@ -203,10 +241,11 @@ def generate(
     split: Annotated[Optional[str], typer.Option("--split", help="Split to read when --data is a directory with several.")] = None,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the run's model (default: student:<adapter dir>:<mode>).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N.")] = "auto",
     prompt_template: Template = None, chat_template: Chat = False,
 ) -> None:
     """Sample rationales from a student into JSONL that `curator import jsonl` loads."""
+    device = device_option(device, index=True)
     from rich.progress import Progress
 
     from distill.data import read_eval
@@ -217,8 +256,8 @@ def generate(
 
     problems = read_eval(data, split)
     problems = problems[:limit] if limit else problems
-    model, tokenizer, fmt, modes = load_student(base, adapter, dtype=dtype,
-                                                device=device or default_device())
+    model, tokenizer, fmt, modes = load_student(
+        base, adapter, dtype=dtype, device=default_device() if device == "auto" else device)
     mode = mode or modes[0]
     if mode not in modes:
         raise CuratorError(f"--mode {mode!r}: this student supports {', '.join(modes)}")

@@ -30,13 +30,15 @@ def ranker(
     fp16: base.Fp16 = False, max_length: base.MaxLength = 512,
     prompt_template: base.Template = None, chat_template: base.Chat = False,
     gradient_checkpointing: base.GradCkpt = False, logging_steps: base.LogSteps = 1,
-    warmup_steps: base.Warmup = 0, cpu: base.Cpu = False, report_to: base.ReportTo = "none",
+    warmup_steps: base.Warmup = 0, device: base.Device = "auto", cpu: base.Cpu = False,
+    report_to: base.ReportTo = "none",
 ) -> None:
     """Train ASC's ranking model s(question, rationale) in [0, 1].
 
     A sequence-classification head on the base (LoRA by default), trained on positive
     vs negative rationales of the same problem; held-out pairwise accuracy is printed
     and saved in OUT/ranker.json."""
+    device = base.device_option(device, cpu)
     from distill.asc.ranker import LOSSES, RankerConfig, train_ranker
 
     if loss not in LOSSES:
@@ -72,7 +74,7 @@ def eval_(
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the samples' model (default: student:<adapter dir>:<mode>).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N.")] = "auto",
     prompt_template: base.Template = None, chat_template: base.Chat = False,
     db: Annotated[Optional[Path], typer.Option("--db", help="Warehouse to store the student's rationales, grades and results in (default: $CURATOR_DB, else the one recorded with --data's export, else warehouse/curator.duckdb if it exists).", show_default=False)] = None,
     no_warehouse: Annotated[bool, typer.Option("--no-warehouse", help="Keep the results in OUT only.")] = False,
@@ -85,6 +87,7 @@ def eval_(
     Re-running with the same OUT resumes. With a warehouse the student is a run of kind
     student there, graded like the teachers, and each rule's result a row of
     `evaluations` (docs/evaluations.md)."""
+    device = base.device_option(device, index=True)
     from rich.progress import Progress
 
     from distill.evaluate import REPORT_MD, EvalConfig, evaluate
@@ -108,7 +111,8 @@ def eval_(
             task = progress.add_task(label, total=total)
             return lambda k: progress.advance(task, k)
         report = evaluate(base_model, data, out, cfg, adapter=adapter, mode=mode,
-                          ranker=ranker, dtype=dtype, device=device, fmt=fmt,
+                          ranker=ranker, dtype=dtype,
+                          device=None if device == "auto" else device, fmt=fmt,
                           model_name=model_name, progress=bar, warehouse=target,
                           echo=lambda s: console.print(s, soft_wrap=True, markup=False))
     t = report["throughput"]

@@ -46,23 +46,67 @@ OnPrompt = Annotated[bool, typer.Option("--train-on-prompt", help="Also train on
 GradCkpt = Annotated[bool, typer.Option("--gradient-checkpointing", help="Recompute activations in backward to save memory.")]
 LogSteps = Annotated[int, typer.Option("--logging-steps", help="Log the loss every N optimiser steps.")]
 Warmup = Annotated[int, typer.Option("--warmup-steps", help="Linear warm-up steps.")]
-Cpu = Annotated[bool, typer.Option("--cpu", help="Train on CPU even when a GPU is present.")]
-SaveSteps = Annotated[int, typer.Option("--save-steps", help="Checkpoint every N optimiser steps into OUT/.../checkpoints (0: only the final adapter).")]
+Device = Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu or cuda.")]
+Cpu = Annotated[bool, typer.Option("--cpu", hidden=True, help="Deprecated: --device cpu.")]
+SaveSteps = Annotated[Optional[int], typer.Option("--save-steps", show_default="auto", help="Checkpoint every N optimiser steps into OUT/.../checkpoints, keeping the last 2 (0: only the final adapter; default: at most ~10 per run, at least every 500 steps).")]
 ReportTo = Annotated[str, typer.Option("--report-to", help="Experiment tracker: none, tensorboard (OUT/runs), wandb, trackio or mlflow (file store in OUT/mlruns); see docs/distill.md.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint; a finished run is kept as it is.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again into an OUT that already holds a finished run, replacing it.")]
 
 
-def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """A finished run is never replaced by accident (a student trained from it would no
-    longer match it)."""
+def guard_out(out: Path, resume: bool, overwrite: bool) -> bool:
+    """What OUT already holds decides whether a training command may start. A finished
+    run is never replaced by accident (a student trained from it would no longer match
+    it), and an interrupted one never restarted from step 0 without being asked. Returns
+    True when OUT holds a finished run and ``--resume`` keeps it: nothing to train."""
     from distill.student import MANIFEST, read_manifest
-    if resume or overwrite or not (Path(out) / MANIFEST).is_file():
-        return
-    kind = read_manifest(out).get("method") or "distill"
-    raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
-                       f"--overwrite to train again over it, --resume to keep it, or choose "
-                       f"another --out")
+    if resume and overwrite:
+        raise CuratorError("choose one of --resume (continue or keep the run in OUT) and "
+                           "--overwrite (train again from step 0)")
+    out = Path(out)
+    if (out / MANIFEST).is_file():
+        kind = read_manifest(out).get("method") or "distill"
+        if resume:
+            console.print(f"{out} already holds a finished {kind} run; --resume keeps it "
+                          f"(nothing to train; --overwrite trains again)", soft_wrap=True)
+            return True
+        if not overwrite:
+            raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
+                               f"--overwrite to train again over it, --resume to keep it, or "
+                               f"choose another --out")
+    partial = interrupted_run(out)
+    if partial and not (resume or overwrite):
+        raise CuratorError(f"{out} holds an interrupted run ({'; '.join(partial)}); pass "
+                           f"--resume to continue it, or --overwrite to start again from step "
+                           f"0 (its checkpoints are removed)")
+    if overwrite:
+        import shutil
+        for d in checkpoint_dirs(out):
+            shutil.rmtree(d)
+    return False
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """The checkpoint directories a training command writes under OUT (OUT/checkpoints,
+    and NAT's OUT/neg/checkpoints and OUT/pos/checkpoints), where they exist."""
+    from distill.run import CHECKPOINTS
+    return [d for d in (out / CHECKPOINTS, out / "neg" / CHECKPOINTS, out / "pos" / CHECKPOINTS)
+            if d.is_dir()]
+
+
+def interrupted_run(out: Path) -> list[str]:
+    """What an interrupted training run left in OUT: its checkpoints (with the last step)
+    and a finished NAT stage 1; empty when there is none."""
+    from distill.student import MANIFEST
+    found = []
+    for d in checkpoint_dirs(out):
+        steps = [int(c.name.rsplit("-", 1)[1]) for c in d.glob("checkpoint-*")
+                 if c.name.rsplit("-", 1)[1].isdigit()]
+        if steps:
+            found.append(f"checkpoints up to step {max(steps)} in {d}")
+    if not (out / MANIFEST).is_file() and (out / "neg" / "adapter_model.safetensors").is_file():
+        found.append(f"a finished NAT stage 1 in {out / 'neg'}")
+    return found
 
 
 def prompt_format(template: str | None, chat: bool):
@@ -82,6 +126,18 @@ def report(results: dict) -> None:
                       f"last loss {loss} -> {r.out}")
 
 
+def device_option(device: str | None, cpu: bool = False, index: bool = False) -> str:
+    """``--device`` checked (no torch import), with the deprecated ``--cpu`` folded in."""
+    from distill.knobs import check_device
+    device = check_device(device, "--device", index)
+    if cpu:
+        if device not in ("auto", "cpu"):
+            raise CuratorError(f"--cpu contradicts --device {device}; give --device alone")
+        console.print("--cpu is deprecated: use --device cpu", style="yellow")
+        device = "cpu"
+    return device
+
+
 # -- the options of every training command ----------------------------------------------------
 
 def _training_options(
@@ -91,9 +147,9 @@ def _training_options(
     bf16: Bf16 = False, fp16: Fp16 = False, max_length: MaxLength = 512,
     prompt_template: Template = None, chat_template: Chat = False,
     train_on_prompt: OnPrompt = False, gradient_checkpointing: GradCkpt = False,
-    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, cpu: Cpu = False,
-    save_steps: SaveSteps = 0, report_to: ReportTo = "none", resume: Resume = False,
-    overwrite: Overwrite = False,
+    logging_steps: LogSteps = 1, warmup_steps: Warmup = 0, device: Device = "auto",
+    save_steps: SaveSteps = None, report_to: ReportTo = "none", resume: Resume = False,
+    overwrite: Overwrite = False, cpu: Cpu = False,
 ) -> None:
     """The options `distill train`, `nat` and `nce` share, in --help order, with defaults."""
 
@@ -127,6 +183,7 @@ def training_command(command):
         bound.apply_defaults()
         mine = {k: v for k, v in bound.arguments.items() if k not in shared}
         opts = {k: v for k, v in bound.arguments.items() if k in shared}
+        opts["device"] = device_option(opts["device"], opts.pop("cpu"))
         training = Training(Knobs.of(opts), opts["prompt_template"], opts["chat_template"],
                             opts["resume"], opts["overwrite"])
         return command(**mine, training=training)

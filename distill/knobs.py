@@ -22,11 +22,46 @@ KNOBS = {"epochs": "num_train_epochs", "batch_size": "per_device_train_batch_siz
          "chunk_tokens": "nce_chunk_tokens"}
 
 
+# The methods of `distill train`, here so that the CLI can check --method without
+# importing the training stack (distill.baselines holds their trainers).
+METHODS = ("sft", "mix", "nt", "ul", "cl")
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(value: str | None, option: str = "--device", index: bool = False) -> str:
+    """``value`` (None: auto) if it names a device: auto, cpu, cuda (and cuda:N when
+    ``index``); a clear error otherwise. Imports no torch."""
+    value = (value or "auto").strip().lower()
+    ok = value in DEVICES or (index and value.startswith("cuda:") and value[5:].isdigit())
+    if not ok:
+        more = ", cuda:N" if index else ""
+        raise CuratorError(f"{option} {value!r}: choose auto, cpu or cuda{more}")
+    return value
+
+
+def use_cpu(device: str | None, where: str = "--device") -> bool:
+    """Whether training runs on the CPU for ``device`` (auto: when there is no GPU);
+    ``cuda`` without a GPU is refused."""
+    device = check_device(device, where)
+    if device == "cpu":
+        return True
+    if _cuda():
+        return False
+    if device == "cuda":
+        raise CuratorError(f"{where} cuda: torch sees no GPU here")
+    return True
+
+
 def training_config(cls, out: Path, knobs: dict, where: str | None):
     """A ``DistillConfig`` subclass from friendly knob names; unknown names are refused.
-    ``where`` prefixes the error of a config the class refuses (None: raised as is)."""
+    ``where`` prefixes the error of a config the class refuses (None: raised as is).
+    ``device`` (auto, cpu, cuda) sets ``use_cpu``; ``cpu = true`` is its older spelling."""
     fields = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    knobs = dict(knobs)
+    if "device" in knobs:
+        knobs["cpu"] = use_cpu(knobs.pop("device"), f"{where}: device" if where else "device")
     for k, v in knobs.items():
         name = KNOBS.get(k, k)
         if name not in fields:
@@ -69,8 +104,8 @@ class Knobs:
     gradient_checkpointing: bool
     logging_steps: int
     warmup_steps: int
-    cpu: bool
-    save_steps: int = 0
+    device: str = "auto"
+    save_steps: Optional[int] = 0   # None: auto (see distill.run.auto_save_interval)
     report_to: str = "none"
 
     @classmethod
@@ -83,12 +118,18 @@ class Knobs:
         """``cls`` (a ``DistillConfig`` subclass) with these knobs and ``extra`` fields."""
         if self.bf16 and self.fp16:
             raise CuratorError("choose one of --bf16 and --fp16")
+        if self.save_steps is not None and self.save_steps < 0:
+            raise CuratorError(f"--save-steps {self.save_steps}: give 0 (off) or more")
         knobs = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("cpu", "save_steps")}
+                 if k not in ("device", "save_steps")}
+        auto = self.save_steps is None
         knobs.update(activation_checkpointing_kwargs={"use_reentrant": False},
-                     cpu=self.cpu or not _cuda(),
-                     save_strategy="steps" if self.save_steps > 0 else "no",
-                     save_steps=self.save_steps if self.save_steps > 0 else 500, **extra)
+                     cpu=use_cpu(self.device),
+                     save_strategy="steps" if auto or self.save_steps > 0 else "no",
+                     save_steps=self.save_steps if not auto and self.save_steps > 0 else 500,
+                     **extra)
+        if auto:
+            knobs.update(auto_save_steps=True, save_total_limit=2)
         return training_config(cls, out, knobs, None)
 
 

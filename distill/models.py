@@ -50,6 +50,18 @@ def check_local(name_or_path: str | Path) -> None:
                                f"init-tiny {text}`, or give a hub name)")
 
 
+def _load_error(name_or_path, what: str, exc: Exception) -> CuratorError:
+    """The error of a failed load; for a hub name while downloads are off, how to allow them."""
+    import os
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    if offline and not Path(str(name_or_path)).expanduser().is_dir():
+        return CuratorError(f"cannot load {what} from {name_or_path}: it is not a local "
+                            f"directory and not in the Hugging Face cache, and distill does "
+                            f"not download unless asked: give a local directory, or pass "
+                            f"`distill --allow-download ...` (or DISTILL_ALLOW_DOWNLOAD=1)")
+    return CuratorError(f"cannot load {what} from {name_or_path}: {exc}")
+
+
 def load_tokenizer(name_or_path: str | Path):
     """The model's tokenizer, with a pad token (EOS when it has none: padding is masked by
     length, so sharing the id is safe) and left padding for generation."""
@@ -58,7 +70,7 @@ def load_tokenizer(name_or_path: str | Path):
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
     except OSError as exc:
-        raise CuratorError(f"cannot load a tokenizer from {name_or_path}: {exc}") from None
+        raise _load_error(name_or_path, "a tokenizer", exc) from None
     if tok.eos_token_id is None:
         raise CuratorError(f"{name_or_path}: the tokenizer has no EOS token; rationales "
                            f"could never end")
@@ -72,12 +84,15 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "floa
     """A ``transformers`` causal LM in ``dtype`` on ``device`` (None: leave on CPU, which
     ``Trainer`` moves to each process's accelerator)."""
     from transformers import AutoModelForCausalLM
+
+    from distill.threads import announce
     check_local(name_or_path)
+    announce()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path),
                                                      dtype=resolve_dtype(dtype))
     except OSError as exc:
-        raise CuratorError(f"cannot load a causal LM from {name_or_path}: {exc}") from None
+        raise _load_error(name_or_path, "a causal LM", exc) from None
     if gradient_checkpointing:
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5

@@ -32,7 +32,7 @@ from distill import data as D
 from distill.adapters import lora_config
 from distill.models import check_linear_targets, default_target_modules, load_peft, load_tokenizer
 from distill.run import (DistillConfig, LossCurve, TrainResult, check_frozen, checkpointing,
-                         finish, fit, load_base, snapshot)
+                         finish, fit, load_base, quiet_progress, snapshot)
 from distill.student import DEFAULT_ADAPTER, is_nat_dir, read_manifest, write_manifest
 from distill.tracking import tracked
 
@@ -221,6 +221,7 @@ def build_preference(method: str, records: list[dict], base: str | Path, config:
                                 processing_class=tokenizer, peft_config=peft_config)
     trainer.curve = LossCurve()
     trainer.add_callback(trainer.curve)
+    quiet_progress(trainer)
     return trainer, report
 
 

@@ -21,8 +21,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +65,11 @@ class DistillConfig(TrainingArguments):
     dataloader_pin_memory: bool = torch.cuda.is_available()
     # Without a GPU the CPU is the device (and bf16 autocast on CPU needs this flag).
     use_cpu: bool = not torch.cuda.is_available()
+    # One line per logging step (StepLine) instead of tqdm bars and printed dicts.
+    disable_tqdm: bool = True
+    # Checkpoint at an interval chosen from the run's length (auto_save_interval) rather
+    # than every ``save_steps``; the ``distill`` training commands' default.
+    auto_save_steps: bool = False
 
 
 # -- the trainer every method extends --------------------------------------------------------
@@ -82,6 +90,7 @@ class DistillTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.curve = LossCurve()
         self.add_callback(self.curve)
+        quiet_progress(self)
 
     # what every method needs
     def count_normaliser(self, batch: dict) -> torch.Tensor:
@@ -171,6 +180,58 @@ class LossCurve(TrainerCallback):
         fig.savefig(png, dpi=100)
         plt.close(fig)
         return js, png
+
+
+# -- progress and checkpoint interval -------------------------------------------------------
+
+def auto_save_interval(max_steps: int) -> int:
+    """Checkpoint every N steps such that a run saves at most about 10 checkpoints and
+    saves at least every 500 steps."""
+    return max(1, min(500, math.ceil(max(1, max_steps) / 10)))
+
+
+class StepLine(TrainerCallback):
+    """One line on stderr per logging step, ``step 4/8 loss 7.5600 lr 1.00e-03 1.20 s/step``
+    (plus a method's own logged means, e.g. NCE's ``ce``, ``softce``, ``beta``), from the
+    main process; and, with ``auto_save_steps``, the checkpoint interval for the run's
+    length, set when training begins."""
+
+    SKIP = {"loss", "learning_rate", "grad_norm", "epoch", "step"}
+
+    def __init__(self, stream=None):
+        self.stream = stream
+        self._t = self._step = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if getattr(args, "auto_save_steps", False) and args.save_strategy == "steps":
+            state.save_steps = auto_save_interval(state.max_steps)
+        self._t, self._step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
+            return
+        now = time.perf_counter()
+        steps = state.global_step - (self._step or 0)
+        parts = [f"step {state.global_step}/{state.max_steps}", f"loss {logs['loss']:.4f}"]
+        if logs.get("learning_rate") is not None:
+            parts.append(f"lr {logs['learning_rate']:.2e}")
+        if steps > 0 and self._t is not None:
+            parts.append(f"{(now - self._t) / steps:.2f} s/step")
+        for k, v in logs.items():
+            if k not in self.SKIP and isinstance(v, (int, float)):
+                name = k.split("_", 1)[1] if k.startswith("nce_") else k
+                parts.append(f"{name} {v:.4g}")
+        print(" ".join(parts), file=self.stream or sys.stderr, flush=True)
+        self._t, self._step = now, state.global_step
+
+
+def quiet_progress(trainer) -> None:
+    """``trainer`` prints :class:`StepLine` lines instead of transformers' progress bar or
+    printed log dicts."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(StepLine())
 
 
 # -- the steps of every training job ---------------------------------------------------------

@@ -46,6 +46,41 @@ def attach_nat_and_student(model, nat_dir: str | Path, config: DistillConfig):
     return model
 
 
+class BetaProgress:
+    """Progress of the beta pass on stderr (main process): what it will compute, then a
+    line at most every 10 s and one at the end."""
+
+    def __init__(self, total: int, rows: list[int] | None, store: BetaStore, main: bool):
+        import time
+        self.main, self.time = main, time.perf_counter
+        stored = len(store.load()) if main else 0
+        want = total if rows is None else len(rows)
+        self.todo = max(0, want - stored) if rows is None else None
+        self.n, self.t0 = 0, self.time()
+        self.last = self.t0
+        if main:
+            scope = (f"all {total:,} samples" if rows is None else
+                     f"the {len(rows):,} samples of {total:,} that --max-steps reaches")
+            self._say(f"betas: computing them for {scope} ({stored:,} already in "
+                      f"{store.path})")
+
+    def _say(self, text: str) -> None:
+        import sys
+        print(text, file=sys.stderr, flush=True)
+
+    def __call__(self, k: int) -> None:
+        self.n += k
+        now = self.time()
+        if self.main and now - self.last >= 10:
+            self.last = now
+            of = f"/{self.todo:,}" if self.todo else ""
+            self._say(f"betas: {self.n:,}{of} computed ({self.n / (now - self.t0):.1f}/s)")
+
+    def done(self) -> None:
+        if self.main:
+            self._say(f"betas: {self.n:,} computed in {self.time() - self.t0:.1f} s")
+
+
 @dataclass
 class NCEResult:
     out: Path
@@ -101,11 +136,21 @@ def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Pa
     store = BetaStore(out, beta_meta(nat, base, config, fmt))
     before = snapshot(trainer.model, (NEG, POS))
     if config.precompute_beta:
-        betas = trainer.precompute_betas(store)
+        rows = trainer.rows_to_train()
+        progress = BetaProgress(len(trainer.train_dataset), rows, store, main)
+        betas = trainer.precompute_betas(store, rows=rows, progress=progress)
+        progress.done()
         trainer.use_betas(betas)
     fit(trainer, resume)
     check_frozen(trainer.model, before, "NCE modified the frozen NAT adapters")
     if config.precompute_beta:
+        # betas a step had to compute (a sample outside the precomputed ones) are kept too
+        seen = trainer.gathered_seen_betas()
+        if main and seen:
+            ids = trainer.train_dataset["sample_id"]
+            stored = store.load()
+            store.append([{"sample_id": ids[r], "beta": b, "mean_kl": k, "tokens": c}
+                          for r, (b, k, c) in sorted(seen.items()) if ids[r] not in stored])
         beta_recs, source = list(store.load().values()), "precomputed"
     else:
         seen = trainer.gathered_seen_betas()

@@ -128,6 +128,9 @@ class NCETrainer(DistillTrainer):
         self._head_checked = False
         self._stats = {"ce": 0.0, "kd": 0.0, "beta": 0.0, "n": 0}
         self.seen_betas: dict[int, tuple[float, float, int]] = {}
+        # precomputed betas by dataset row when they cover only part of the dataset
+        # (use_betas); a row missing there gets its beta computed when trained on
+        self.known_betas: dict[int, float] | None = None
 
     # -- invariants
     def check_trainable(self) -> None:
@@ -232,14 +235,20 @@ class NCETrainer(DistillTrainer):
                                              args.distill_all_tokens)
         sel = ce_mask | kd_mask
         h_nat = self._teacher_hidden(inputs, NAT)[:, :-1][sel]
+        rows = inputs["row"].tolist()
+        known = self.known_betas
         if "beta" in inputs:
             beta = inputs["beta"].float()
+        elif known is not None and all(r in known for r in rows):
+            beta = torch.tensor([known[r] for r in rows], dtype=torch.float32,
+                                device=h_nat.device)
         else:
             beta, mean_kl, n_kd_rows = self.teacher_betas(inputs, h_nat, sel)
             if self.model.training:
-                for r, b, k, c in zip(inputs["row"].tolist(), beta.tolist(), mean_kl.tolist(),
-                                      n_kd_rows.tolist()):
+                for r, b, k, c in zip(rows, beta.tolist(), mean_kl.tolist(), n_kd_rows.tolist()):
                     self.seen_betas[r] = (b, k, c)
+                    if known is not None:
+                        known[r] = b
         h_student = self._hidden(model, inputs)[:, :-1][sel]
 
         if num_items_in_batch is None:  # evaluation: this micro-batch alone
@@ -282,17 +291,51 @@ class NCETrainer(DistillTrainer):
         return merged
 
     # -- precomputed betas
+    def rows_to_train(self) -> list[int] | None:
+        """The dataset rows this process will train on, in the trainer's order, when
+        ``max_steps`` ends the run within its first epoch; None when it reaches every row.
+        Read from the trainer's own training dataloader (same sampler, same seed), with the
+        global RNG state put back afterwards."""
+        args = self.args
+        if args.max_steps is None or args.max_steps <= 0:
+            return None
+        loader = self.get_train_dataloader()
+        need = args.max_steps * args.gradient_accumulation_steps
+        if need >= len(loader):
+            return None
+        cpu_rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        rows: list[int] = []
+        try:
+            for i, batch in enumerate(loader):
+                if i >= need:
+                    break
+                rows.extend(batch["row"].tolist())
+        finally:
+            torch.set_rng_state(cpu_rng)
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state_all(cuda_rng)
+            prepared = getattr(self.accelerator, "_dataloaders", None)
+            if isinstance(prepared, list) and loader in prepared:
+                prepared.remove(loader)
+        return list(dict.fromkeys(rows))
+
     def precompute_betas(self, store: "BetaStore", batch_size: int | None = None,
-                         progress=None) -> dict[str, float]:
-        """beta of every training sample, computed with the same teacher passes as online
+                         progress=None, rows: list[int] | None = None) -> dict[str, float]:
+        """beta of every training sample (or of the dataset ``rows`` given: this process's
+        share, e.g. :meth:`rows_to_train`), computed with the same teacher passes as online
         training (same positions, chunking, autocast), batch by batch, appended to ``store``
         as they come (an interrupted pass resumes where it stopped). Under several
-        processes each computes a strided share. Returns ``{sample_id: beta}``."""
+        processes each computes a strided share (or its ``rows``). ``progress(k)`` is
+        called after each batch of k. Returns ``{sample_id: beta}`` of every stored beta."""
         ds = self.train_dataset
         done = store.load()
         world, rank = self.args.world_size, self.args.process_index
         ids = ds["sample_id"]
-        todo = [i for i, sid in enumerate(ids) if sid not in done and i % world == rank]
+        if rows is None:
+            todo = [i for i, sid in enumerate(ids) if sid not in done and i % world == rank]
+        else:
+            todo = [i for i in rows if ids[i] not in done]
         # Batches of similar lengths: little padding (beta of a row does not depend on it).
         lengths = [len(x) for x in ds["input_ids"]]
         todo.sort(key=lambda i: lengths[i])
@@ -322,12 +365,20 @@ class NCETrainer(DistillTrainer):
                     store.append(list(p.values()))
             torch.distributed.barrier()
         done = store.load()
-        missing = [sid for sid in ids if sid not in done]
+        wanted = ids if rows is None else [ids[i] for i in rows]
+        missing = [sid for sid in wanted if sid not in done]
         if missing:
             raise RuntimeError(f"beta missing for {len(missing)} samples, e.g. {missing[0]}")
         return {sid: rec["beta"] for sid, rec in done.items()}
 
     def use_betas(self, betas: dict[str, float]) -> None:
-        """Train with these betas (no "neg" pass per step)."""
-        self.train_dataset = self.train_dataset.add_column(
-            "beta", [float(betas[sid]) for sid in self.train_dataset["sample_id"]])
+        """Train with these betas (no "neg" pass in the steps they cover). Betas of only
+        some samples are kept by row; a batch with a sample outside them computes its
+        betas in its step (recorded in :attr:`seen_betas`) and keeps them."""
+        ids = self.train_dataset["sample_id"]
+        if all(sid in betas for sid in ids):
+            self.known_betas = None
+            self.train_dataset = self.train_dataset.add_column(
+                "beta", [float(betas[sid]) for sid in ids])
+        else:
+            self.known_betas = {r: float(betas[sid]) for r, sid in enumerate(ids) if sid in betas}
