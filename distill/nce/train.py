@@ -147,7 +147,7 @@ def train_nce(data: str | Path, base: str | Path, nat: str | Path, out: str | Pa
         # betas a step had to compute (a sample outside the precomputed ones) are kept too
         seen = trainer.gathered_seen_betas()
         if main and seen:
-            ids = trainer.train_dataset["sample_id"]
+            ids = list(trainer.train_dataset["sample_id"])
             stored = store.load()
             store.append([{"sample_id": ids[r], "beta": b, "mean_kl": k, "tokens": c}
                           for r, (b, k, c) in sorted(seen.items()) if ids[r] not in stored])

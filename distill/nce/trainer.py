@@ -74,7 +74,9 @@ def nce_dataset(records: list[dict], tokenizer, fmt: D.PromptFormat, max_length:
             raise CuratorError(f"sample_id {r['sample_id']} occurs twice in the export; "
                                f"betas are keyed by it")
         seen.add(r["sample_id"])
-        enc = D.encode(tokenizer, fmt, r["question"], r["rationale"], max_length, report)
+    encoded = D.encode_many(tokenizer, fmt, [(r["question"], r["rationale"]) for r in records],
+                            max_length, report)
+    for r, enc in zip(records, encoded):
         if enc is None:
             continue
         rows["input_ids"].append(enc["input_ids"])
@@ -331,7 +333,8 @@ class NCETrainer(DistillTrainer):
         ds = self.train_dataset
         done = store.load()
         world, rank = self.args.world_size, self.args.process_index
-        ids = ds["sample_id"]
+        ids = list(ds["sample_id"])
+        wanted = ids if rows is None else [ids[i] for i in rows]
         if rows is None:
             todo = [i for i, sid in enumerate(ids) if sid not in done and i % world == rank]
         else:
@@ -365,7 +368,6 @@ class NCETrainer(DistillTrainer):
                     store.append(list(p.values()))
             torch.distributed.barrier()
         done = store.load()
-        wanted = ids if rows is None else [ids[i] for i in rows]
         missing = [sid for sid in wanted if sid not in done]
         if missing:
             raise RuntimeError(f"beta missing for {len(missing)} samples, e.g. {missing[0]}")
@@ -375,7 +377,7 @@ class NCETrainer(DistillTrainer):
         """Train with these betas (no "neg" pass in the steps they cover). Betas of only
         some samples are kept by row; a batch with a sample outside them computes its
         betas in its step (recorded in :attr:`seen_betas`) and keeps them."""
-        ids = self.train_dataset["sample_id"]
+        ids = list(self.train_dataset["sample_id"])
         if all(sid in betas for sid in ids):
             self.known_betas = None
             self.train_dataset = self.train_dataset.add_column(
