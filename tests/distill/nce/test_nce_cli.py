@@ -58,11 +58,12 @@ def test_cli_writes_a_loadable_student_and_its_betas(tiny, nat_dir, export_file,
         (0.3, 32, 4, 3)
     curve = json.loads((out / "loss_curve.json").read_text())["points"]
     assert [p["step"] for p in curve] == [1, 2, 3]
+    # betas of the 3 steps x 4 samples trained on only (tests/distill/nce/test_nce_beta_subset.py)
     betas = [json.loads(x) for x in (out / "betas.jsonl").read_text().splitlines()]
-    assert len(betas) == n == len({b["sample_id"] for b in betas})
+    assert len(betas) == 12 == len({b["sample_id"] for b in betas}) and n > 12
     assert all(0 < b["beta"] < 1 and b["tokens"] > 0 for b in betas)
     summary = json.loads((out / "beta_summary.json").read_text())
-    assert summary["count"] == n and summary["min"] <= summary["median"] <= summary["max"]
+    assert summary["count"] == 12 and summary["min"] <= summary["median"] <= summary["max"]
 
     # only the student's weights, in peft's key scheme
     keys = load_file(str(out / "adapter_model.safetensors")).keys()

@@ -1,0 +1,105 @@
+"""What a training command does with what OUT already holds: a finished run is kept by
+--resume (nothing retrained), an interrupted one is continued by --resume and never
+silently restarted; checkpoints are written by default (at most ~10 per run, the last 2
+kept) and --save-steps 0 turns them off; progress is one line per logging step."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from distill.cli import app
+from distill.knobs import Knobs
+
+runner = CliRunner()
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _common(tiny, export_file):
+    return [str(a) for a in ("--data", export_file, "--base", tiny, "--batch-size", 2,
+                             "--max-length", 64, "--lr", 1e-3, "--seed", 1, "--device", "cpu")]
+
+
+def test_resume_keeps_a_finished_nat_run(tiny_model, export_file, tmp_path):
+    common = _common(tiny_model, export_file) + ["--gate-width", "8", "--max-steps", "2"]
+    out = tmp_path / "nat"
+    res = runner.invoke(app, ["nat", *common, "--out", str(out)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "step 2/2 loss " in res.output and "{'loss'" not in res.output
+    files = {p: _sha(p) for p in out.rglob("*") if p.is_file()}
+    res = runner.invoke(app, ["nat", *common, "--out", str(out), "--resume"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "already holds a finished nat run; --resume keeps it" in " ".join(res.output.split())
+    assert "step 1/" not in res.output                       # nothing trained
+    assert {p: _sha(p) for p in out.rglob("*") if p.is_file()} == files
+    res = runner.invoke(app, ["nat", *common, "--out", str(out), "--resume", "--overwrite"])
+    assert res.exit_code != 0 and "choose one of --resume" in str(res.exception)
+
+
+def test_an_interrupted_run_is_refused_then_resumed(tiny_model, export_file, tmp_path,
+                                                    monkeypatch):
+    from distill.baselines import SFTTrainer
+    common = _common(tiny_model, export_file) + ["--max-steps", "4"]
+    out = tmp_path / "sft"
+    real = SFTTrainer.training_step
+
+    def dying(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step == 3:
+            raise RuntimeError("killed")
+        return real(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", dying)
+    res = runner.invoke(app, ["train", *common, "--out", str(out)])
+    assert "killed" in str(res.exception)
+    ckpt = out / "checkpoints"
+    # checkpointed by default: every step of a 4-step run, the last 2 kept
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    monkeypatch.setattr(SFTTrainer, "training_step", real)
+
+    res = runner.invoke(app, ["train", *common, "--out", str(out)])
+    msg = " ".join(str(res.exception).split())
+    assert res.exit_code != 0 and "holds an interrupted run" in msg
+    assert "up to step 3" in msg and "--resume" in msg and "--overwrite" in msg
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+
+    res = runner.invoke(app, ["train", *common, "--out", str(out), "--resume"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "step 4/4" in res.output and "step 1/4" not in res.output   # continued at 4
+    assert json.loads((out / "distill.json").read_text())["steps"] == 4
+    assert not ckpt.exists()
+
+
+def test_overwrite_starts_an_interrupted_run_again(tiny_model, export_file, tmp_path):
+    out = tmp_path / "sft"
+    (out / "checkpoints" / "checkpoint-7").mkdir(parents=True)
+    common = _common(tiny_model, export_file) + ["--max-steps", "2", "--save-steps", "0"]
+    res = runner.invoke(app, ["train", *common, "--out", str(out), "--overwrite"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "step 1/2" in res.output and not (out / "checkpoints").exists()
+
+
+def _knobs(**kw) -> Knobs:
+    base = dict(epochs=1, max_steps=-1, batch_size=2, grad_accum=1, lr=1e-3, lora_r=4,
+                lora_alpha=8, lora_dropout=0.0, target_modules=None, seed=0, bf16=False,
+                fp16=False, max_length=64, train_on_prompt=False,
+                gradient_checkpointing=False, logging_steps=1, warmup_steps=0, device="cpu")
+    return Knobs(**{**base, **kw})
+
+
+def test_checkpoint_settings(tmp_path):
+    from distill.baselines import SFTConfig
+    auto = _knobs(save_steps=None).config(SFTConfig, tmp_path)
+    assert (auto.save_strategy, auto.auto_save_steps, auto.save_total_limit, auto.use_cpu) == \
+        ("steps", True, 2, True)
+    fixed = _knobs(save_steps=25).config(SFTConfig, tmp_path)
+    assert (fixed.save_strategy, fixed.save_steps, fixed.auto_save_steps) == ("steps", 25, False)
+    off = _knobs(save_steps=0).config(SFTConfig, tmp_path)
+    assert off.save_strategy == "no"
+    with pytest.raises(Exception, match="--save-steps -1"):
+        _knobs(save_steps=-1).config(SFTConfig, tmp_path)
