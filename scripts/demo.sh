@@ -86,7 +86,7 @@ run curator export-eval "$OUT/eval" --dataset math --split test
 run curator report "$OUT/report.html"
 
 step "6. Students: a tiny model, NAT, NCE, evaluated into the warehouse like a teacher's run"
-TRAIN=(--epochs 1 --max-steps 8 --batch-size 4 --max-length 256 --lr 5e-3 --logging-steps 4 --cpu)
+TRAIN=(--epochs 1 --max-steps 8 --batch-size 4 --max-length 256 --lr 5e-3 --logging-steps 4 --device cpu)
 run distill init-tiny "$OUT/tiny-model"
 run distill nat --base "$OUT/tiny-model" --data "$OUT/export" --out "$OUT/nat" "${TRAIN[@]}" --gate-width 32
 run distill nce --base "$OUT/tiny-model" --data "$OUT/export" --nat "$OUT/nat" --out "$OUT/nce" "${TRAIN[@]}"
