@@ -6,8 +6,8 @@ job: `distill train --method sft` for a few steps and `distill generate` on a ti
 
     .venv/bin/python bench/bench_threads.py                  # short: train + generate
     .venv/bin/python bench/bench_threads.py --repeat 3       # median of 3 alternating rounds
-    .venv/bin/python bench/bench_threads.py --compare        # the whole compare-tiny run
-                                                             # (minutes per setting)
+    .venv/bin/python bench/bench_threads.py --compare --no-torch-default
+                                  # the whole compare-tiny run (minutes per setting)
 
 The settings run one after the other, in alternating order per round, so a change in the
 machine's load hits them alike; the table shows each setting's wall time (median over
@@ -83,6 +83,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="samples per problem (6 problems)")
     ap.add_argument("--tokens", type=int, default=64, help="max new tokens per sample")
     ap.add_argument("--compare", action="store_true", help="run compare-tiny.toml instead")
+    ap.add_argument("--no-torch-default", action="store_true",
+                    help="skip the torch-default setting (the slow one; e.g. with --compare)")
     ap.add_argument("--out", type=Path, default=ROOT / ".bench-out" / "threads.json")
     a = ap.parse_args()
 
@@ -92,9 +94,9 @@ def main() -> None:
                            "--kv-heads", 2, "--intermediate", 128),
                    env=env_for({"OMP_NUM_THREADS": "1"}), cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    times: dict[str, list[float]] = {k: [] for k in SETTINGS}
     load_before = os.getloadavg()
-    names = list(SETTINGS)
+    names = list(SETTINGS)[:2] if a.no_torch_default else list(SETTINGS)
+    times: dict[str, list[float]] = {k: [] for k in names}
     for r in range(a.repeat):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
