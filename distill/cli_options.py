@@ -51,7 +51,7 @@ Cpu = Annotated[bool, typer.Option("--cpu", hidden=True, help="Deprecated: --dev
 SaveSteps = Annotated[Optional[int], typer.Option("--save-steps", show_default="auto", help="Checkpoint every N optimiser steps into OUT/.../checkpoints, keeping the last 2 (0: only the final adapter; default: at most ~10 per run, at least every 500 steps).")]
 ReportTo = Annotated[str, typer.Option("--report-to", help="Experiment tracker: none, tensorboard (OUT/runs), wandb, trackio or mlflow (file store in OUT/mlruns); see docs/distill.md.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint; a finished run is kept as it is.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again into an OUT that already holds a finished run, replacing it.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again from step 0 into an OUT that holds a finished run (replacing it) or an interrupted one (its checkpoints are removed).")]
 
 
 def guard_out(out: Path, resume: bool, overwrite: bool) -> bool:
@@ -82,7 +82,7 @@ def guard_out(out: Path, resume: bool, overwrite: bool) -> bool:
     if overwrite:
         import shutil
         for d in checkpoint_dirs(out):
-            shutil.rmtree(d)
+            shutil.rmtree(d, ignore_errors=True)  # every process of a job may get here
     return False
 
 
