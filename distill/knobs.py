@@ -107,6 +107,7 @@ class Knobs:
     device: str = "auto"
     save_steps: Optional[int] = 0   # None: auto (see distill.run.auto_save_interval)
     report_to: str = "none"
+    cpu: bool = False               # the older spelling of device="cpu"
 
     @classmethod
     def of(cls, options: dict, **override) -> "Knobs":
@@ -121,10 +122,10 @@ class Knobs:
         if self.save_steps is not None and self.save_steps < 0:
             raise CuratorError(f"--save-steps {self.save_steps}: give 0 (off) or more")
         knobs = {k: v for k, v in dataclasses.asdict(self).items()
-                 if k not in ("device", "save_steps")}
+                 if k not in ("device", "cpu", "save_steps")}
         auto = self.save_steps is None
         knobs.update(activation_checkpointing_kwargs={"use_reentrant": False},
-                     cpu=use_cpu(self.device),
+                     cpu=use_cpu("cpu" if self.cpu else self.device),
                      save_strategy="steps" if auto or self.save_steps > 0 else "no",
                      save_steps=self.save_steps if not auto and self.save_steps > 0 else 500,
                      **extra)
