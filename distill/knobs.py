@@ -130,7 +130,11 @@ class Knobs:
                      save_steps=self.save_steps if not auto and self.save_steps > 0 else 500,
                      **extra)
         if auto:
-            knobs.update(auto_save_steps=True, save_total_limit=2)
+            knobs.update(auto_save_steps=True)
+        if auto or self.save_steps > 0:
+            # --save-steps promises "keeping the last 2" whether the interval is chosen
+            # or given: an explicit interval must not fill OUT with every checkpoint.
+            knobs.update(save_total_limit=2)
         return training_config(cls, out, knobs, None)
 
 

@@ -99,6 +99,8 @@ def test_checkpoint_settings(tmp_path):
         ("steps", True, 2, True)
     fixed = _knobs(save_steps=25).config(SFTConfig, tmp_path)
     assert (fixed.save_strategy, fixed.save_steps, fixed.auto_save_steps) == ("steps", 25, False)
+    # an explicit interval keeps the last 2 checkpoints too, as --save-steps' help says
+    assert fixed.save_total_limit == 2
     off = _knobs(save_steps=0).config(SFTConfig, tmp_path)
     assert off.save_strategy == "no"
     with pytest.raises(Exception, match="--save-steps -1"):
