@@ -30,7 +30,6 @@ from pathlib import Path
 from curator.errors import CuratorError
 
 PLACES = ("ones", "tens", "hundreds", "thousands", "ten-thousands", "hundred-thousands")
-DIGITS = 4                     # operand length of both families
 TEST_SHARE = 5                 # one problem in TEST_SHARE belongs to the test split
 QUESTION = re.compile(r"What is (\d+) ([+-]) (\d+)\?")
 
@@ -57,7 +56,10 @@ class Arith:
 
     @property
     def family(self) -> str:
-        return "addition" if self.op == "+" else "subtraction"
+        """``addition``/``subtraction`` for 3-digit operands, ``subtraction4`` etc. else."""
+        name = "addition" if self.op == "+" else "subtraction"
+        digits = len(str(max(self.a, self.b)))
+        return name if digits == 3 else f"{name}{digits}"
 
     @property
     def question(self) -> str:
@@ -76,11 +78,12 @@ class Arith:
 
     @property
     def level(self) -> int:
-        """Difficulty: 1 + carries (addition) or 1 + borrows (subtraction); 5 for a
-        subtraction that borrows across a zero (a 0 on top receiving a borrow)."""
+        """Difficulty: 1 + carries (addition) or 1 + borrows (subtraction); for a
+        subtraction that borrows across a zero (a 0 on top receiving a borrow), one more
+        than the most borrows an n-digit subtraction can have (4 for 3 digits)."""
         steps = self.steps()
         if self.op == "-" and any(across_zero(s) for s in steps):
-            return 5
+            return len(steps) + 1
         return 1 + sum(s.outgoing for s in steps)
 
     @property
@@ -145,20 +148,21 @@ def rationale_answer(text: str) -> str | None:
 class Family:
     name: str
     op: str
+    digits: int
     levels: tuple[int, ...]
     # Relative chance of a teacher error per level (mean 1 over the levels: a problem
     # set drawn with uniform levels sees exactly the configured error rate).
     error_weight: dict[int, float] = field(default_factory=dict)
 
     def problem(self, rng: random.Random, level: int) -> Arith:
-        """A random problem of ``level`` (rejection sampling over 4-digit operands)."""
-        lo, hi = 10 ** (DIGITS - 1), 10 ** DIGITS - 1
+        """A random problem of ``level`` (rejection sampling over n-digit operands)."""
+        lo, hi = 10 ** (self.digits - 1), 10 ** self.digits - 1
         for _ in range(100_000):
             a, b = rng.randint(lo, hi), rng.randint(lo, hi)
             if self.op == "-":
                 if a < b:
                     a, b = b, a
-                if a - b < lo:            # keep 4-digit answers: no leading zeros
+                if a - b < lo:            # keep n-digit answers: no leading zeros
                     continue
             p = Arith(a, b, self.op)
             if p.level == level:
@@ -167,10 +171,13 @@ class Family:
 
 
 FAMILIES = {
-    "addition": Family("addition", "+", (1, 2, 3, 4, 5),
-                       {1: 0.4, 2: 0.7, 3: 1.0, 4: 1.3, 5: 1.6}),
-    "subtraction": Family("subtraction", "-", (1, 2, 3, 4, 5),
-                          {1: 0.25, 2: 0.75, 3: 1.25, 4: 1.5, 5: 1.25}),
+    "addition": Family("addition", "+", 3, (1, 2, 3, 4), {1: 0.4, 2: 0.8, 3: 1.2, 4: 1.6}),
+    "subtraction": Family("subtraction", "-", 3, (1, 2, 3, 4),
+                          {1: 0.4, 2: 1.0, 3: 1.4, 4: 1.2}),
+    "addition4": Family("addition4", "+", 4, (1, 2, 3, 4, 5),
+                        {1: 0.4, 2: 0.7, 3: 1.0, 4: 1.3, 5: 1.6}),
+    "subtraction4": Family("subtraction4", "-", 4, (1, 2, 3, 4, 5),
+                           {1: 0.25, 2: 0.75, 3: 1.25, 4: 1.5, 5: 1.25}),
 }
 
 
@@ -253,8 +260,8 @@ class TeacherModel:
             raise CuratorError(f"--error-rate {self.error_rate}: must be within [0, 1]")
 
     def error_probability(self, p: Arith) -> float:
-        fam = family(p.family)
-        w = fam.error_weight.get(p.level, 1.0)
+        fam = FAMILIES.get(p.family)      # a prompt may ask a size no family has
+        w = fam.error_weight.get(p.level, 1.0) if fam else 1.0
         return min(0.95, self.error_rate * w)
 
     def rng(self, p: Arith, index: int) -> random.Random:

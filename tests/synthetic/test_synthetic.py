@@ -14,21 +14,25 @@ def test_problems_are_stable_from_the_seed_with_equal_levels_and_disjoint_splits
     a = S.generate("subtraction", 100, seed=3)
     assert a == S.generate("subtraction", 100, seed=3)
     assert a != S.generate("subtraction", 100, seed=4)
-    assert Counter(p.level for p in a) == {lv: 20 for lv in (1, 2, 3, 4, 5)}
+    assert Counter(p.level for p in a) == {lv: 25 for lv in (1, 2, 3, 4)}
     test = S.generate("subtraction", 100, seed=3, split="test")
     assert not set(a) & set(test)
     assert all(S.split_of(p) == "train" for p in a) and all(S.split_of(p) == "test" for p in test)
     # a larger draw from the same seed starts with the same problems
     assert S.generate("subtraction", 150, seed=3)[:100] == a
     for p in a:
-        assert 1000 <= p.answer <= 9999 and p.answer == p.a - p.b
+        assert 100 <= p.answer <= 999 and p.answer == p.a - p.b
         assert S.rationale_answer(S.rationale(p)) == str(p.answer)
 
 
 def test_levels_count_borrows_and_borrowing_across_a_zero():
-    assert S.Arith(5678, 1234, "-").level == 1          # no borrow
-    assert S.Arith(5673, 1234, "-").level == 2          # ones borrow
-    assert S.Arith(5003, 1867, "-").level == 5          # tens and hundreds: 0 receiving a borrow
+    assert S.Arith(678, 234, "-").level == 1            # no borrow
+    assert S.Arith(673, 234, "-").level == 2            # ones borrow
+    assert S.Arith(623, 284, "-").level == 3            # ones and tens borrow
+    assert S.Arith(503, 187, "-").level == 4            # tens: a 0 receiving a borrow
+    assert S.Arith(5003, 1867, "-").level == 5          # 4 digits: tens and hundreds
+    assert S.Arith(5003, 1867, "-").family == "subtraction4"
+    assert S.generate("subtraction4", 10, 0)[0].family == "subtraction4"
     text = S.rationale(S.Arith(5003, 1867, "-"))
     assert text.splitlines() == [
         "ones: 13-7-0=6, write 6, borrow 1",
@@ -56,7 +60,7 @@ def test_teacher_accuracy_is_within_3_points_of_its_configured_rate(rate):
 
 
 def test_errors_are_likelier_on_harder_levels_and_the_bug_lives_across_zeros():
-    problems = S.generate("subtraction", 500, seed=1)
+    problems = S.generate("subtraction4", 500, seed=1)
     teacher = S.TeacherModel(error_rate=0.5, seed=0)
     wrong, kinds = Counter(), Counter()
     for p in problems:
@@ -67,6 +71,9 @@ def test_errors_are_likelier_on_harder_levels_and_the_bug_lives_across_zeros():
     assert wrong[1] < wrong[2] < wrong[3] < wrong[4]
     assert kinds[(5, "bug")] > kinds[(5, "slip")] > 0          # the systematic bug: level 5 only
     assert not any(kinds[(lv, "bug")] for lv in (1, 2, 3, 4))
+    small = Counter(k for p in S.generate("subtraction", 200, seed=1)
+                    for k in [(p.level, teacher.answer(p, 0)[1])])
+    assert small[(4, "bug")] > 0 and not any(small[(lv, "bug")] for lv in (1, 2, 3))
     # the bug: the 0 becomes 9, the borrow is dropped, the next column follows it
     p = S.Arith(5003, 1867, "-")
     text = next(t for t, kind in (teacher.answer(p, k) for k in range(50)) if kind == "bug")
@@ -78,7 +85,7 @@ def test_errors_are_likelier_on_harder_levels_and_the_bug_lives_across_zeros():
 
 
 def test_a_slip_keeps_the_hard_steps_and_later_steps_follow_it():
-    p = S.Arith(5673, 1234, "-")       # only the ones column borrows
+    p = S.Arith(5673, 1234, "-")       # only the ones column borrows (4 digits: 3 easy columns)
     teacher = S.TeacherModel(error_rate=1.0, seed=0)
     right = p.steps()
     slipped_easy = 0
@@ -121,7 +128,7 @@ def test_load_synthetic_stores_problems_once(cli, wh):
         rows = con.execute("SELECT split, count(*), min(level), max(level), "
                            "count(DISTINCT problem_id) FROM problems GROUP BY 1 ORDER BY 1").fetchall()
         ans = con.execute("SELECT question, reference_answer FROM problems LIMIT 1").fetchall()
-    assert rows == [("test", 10, 1, 5, 10), ("train", 25, 1, 5, 25)]
+    assert rows == [("test", 10, 1, 4, 10), ("train", 25, 1, 4, 25)]
     q, a = ans[0]
     assert S.parse_question(q).answer == int(a)
     r = cli("load", "synthetic", "--n", "5", ok=False)

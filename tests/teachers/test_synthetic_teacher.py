@@ -27,7 +27,7 @@ def test_measured_accuracy_through_generate_and_grade_is_within_3_points(wh, ser
         acc, n, lo, hi = con.execute(
             "SELECT avg(g.correct::INT), count(*), "
             "       avg(g.correct::INT) FILTER (WHERE p.level = 1), "
-            "       avg(g.correct::INT) FILTER (WHERE p.level = 4) "
+            "       avg(g.correct::INT) FILTER (WHERE p.level = 3) "
             "FROM grades g JOIN samples s USING (sample_id) "
             "JOIN problems p USING (problem_id)").fetchone()
     assert n == 1200
