@@ -58,3 +58,27 @@ def test_teacher_settings_are_checked():
         ServerConfig(teacher="synthetic", error_rate=2.0).validate()
     with pytest.raises(CuratorError, match="no --replay"):
         ServerConfig(teacher="synthetic", replay=["x.jsonl"]).validate()
+
+
+def test_session_runs_a_command_against_a_short_lived_server(tmp_path):
+    """`python -m curator.server.session ... -- CMD` appends --base-url and returns CMD's
+    exit status; the server is gone afterwards."""
+    import sys
+
+    from curator.server.session import main
+
+    script = tmp_path / "ask.py"
+    out = tmp_path / "answer.txt"
+    script.write_text(
+        "import sys, openai\n"
+        "url = sys.argv[sys.argv.index('--base-url') + 1]\n"
+        "c = openai.OpenAI(base_url=url, api_key='x', max_retries=0)\n"
+        "r = c.chat.completions.create(model='m', messages=[{'role': 'user', "
+        "'content': 'What is 503 - 187?'}])\n"
+        f"open({str(out)!r}, 'w').write(r.choices[0].message.content)\n"
+        "sys.exit(3)\n")
+    rc = main(["--teacher", "synthetic", "--error-rate", "0", "--", sys.executable, str(script)])
+    assert rc == 3
+    assert out.read_text() == S.rationale(S.Arith(503, 187, "-"))
+    assert main(["--teacher", "synthetic"]) == 2          # no command
+    assert main(["--teacher", "oracle", "--", sys.executable, "-c", "pass"]) == 2
