@@ -87,8 +87,8 @@ def load(
         wh = open_warehouse(db)
         report = load_synthetic(wh, family, n, seed, split or "train", dataset)
         if out_fmt is ReportFormat.json:
-            emit_json({"warehouse": str(wh.path.resolve()), "format": fmt, "family": family,
-                       "seed": seed, **report.as_json()})
+            emit_json({"warehouse": str(wh.path.resolve()), "format": fmt, "path": None,
+                       "family": family, "seed": seed, **report.as_json()})
         else:
             render(["dataset", "split", "read", "added", "already present"], report.rows(),
                    Format.table, console, title=f"load synthetic {family} (seed {seed})")
