@@ -50,8 +50,8 @@ def init(db: DbOption = None, fmt: ReportFormatOption = ReportFormat.table) -> N
 
 def load(
     fmt: Annotated[str, typer.Argument(
-        metavar="FORMAT", help="math | gsm8k | svamp | asdiv | multiarith | jsonl | parquet")],
-    path: Annotated[Path, typer.Argument(help="File or directory to load.")],
+        metavar="FORMAT", help="math | gsm8k | svamp | asdiv | multiarith | jsonl | parquet | synthetic")],
+    path: Annotated[Optional[Path], typer.Argument(help="File or directory to load (none for synthetic).")] = None,
     split: Annotated[Optional[str], typer.Option(help="Split name (default: from the path or 'train'; 'test' for svamp, asdiv, multiarith). The split chosen and why is printed.")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="Dataset name (default: the format, e.g. 'gsm8k'; for jsonl/parquet the file name up to its first dot, e.g. 'mydata' for mydata.test.jsonl).")] = None,
     subset: Annotated[Optional[str], typer.Option(help="asdiv: 'asdiv-a' keeps the ids listed in nfolds/asdiv-a.")] = None,
@@ -64,13 +64,40 @@ def load(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Load the valid records and write the rejected ones, with reasons, to a rejects file.")] = False,
     rejects: Annotated[Optional[Path], typer.Option(help="Where --skip-invalid writes rejected records (default: next to the warehouse).")] = None,
     update: Annotated[bool, typer.Option("--update", help="Problems already stored whose reference answer changed in the file take the file's answer; their verdicts are deleted so that `curator grade` regrades them. Without it, changes are only listed.")] = False,
+    family: Annotated[Optional[str], typer.Option(help="synthetic: problem family (subtraction | addition | subtraction4 | addition4; see docs/synthetic.md).")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="synthetic: how many problems (equal numbers per level).")] = None,
+    seed: Annotated[int, typer.Option(help="synthetic: generation seed (same seed, same problems and ids).")] = 0,
     out_fmt: ReportFormatOption = ReportFormat.table,
     db: DbOption = None,
 ) -> None:
     """Load a problem set into the `problems` table (re-loading adds nothing; changed
-    answers are reported, and applied with --update)."""
+    answers are reported, and applied with --update).
+
+    `curator load synthetic --family subtraction --n 150 --split train --seed 0` generates
+    problems instead of reading a file (train and test never share a problem)."""
     from curator.sources import FieldMap, load_problems
 
+    if fmt.lower() == "synthetic":
+        from curator.synthetic import load_synthetic
+        if path is not None:
+            raise CuratorError("load synthetic generates its problems: give no PATH, but "
+                               "--family and --n")
+        if family is None or n is None:
+            raise CuratorError("load synthetic needs --family (subtraction | addition) and --n")
+        wh = open_warehouse(db)
+        report = load_synthetic(wh, family, n, seed, split or "train", dataset)
+        if out_fmt is ReportFormat.json:
+            emit_json({"warehouse": str(wh.path.resolve()), "format": fmt, "path": None,
+                       "family": family, "seed": seed, **report.as_json()})
+        else:
+            render(["dataset", "split", "read", "added", "already present"], report.rows(),
+                   Format.table, console, title=f"load synthetic {family} (seed {seed})")
+        wrote_to(wh)
+        return
+    if path is None:
+        raise CuratorError(f"load {fmt}: give the file or directory to load")
+    if family is not None or n is not None:
+        raise CuratorError("--family and --n apply to load synthetic only")
     fields = FieldMap(question=question_field, answer=answer_field, solution=solution_field,
                       id=id_field, subject=subject_field, level=level_field)
     wh = open_warehouse(db)

@@ -78,13 +78,14 @@ def init_tiny(
     intermediate: Annotated[Optional[int], typer.Option(help="MLP width (default: 2 x hidden).")] = None,
     vocab: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2048,
     seed: Annotated[int, typer.Option(help="Initialisation seed.")] = 0,
+    digits: Annotated[bool, typer.Option("--digits", help="Tokenise every digit as a token of its own (for arithmetic; default: BPE merges digits into chunks).")] = False,
 ) -> None:
     """Build a tiny random Llama-architecture model and a BPE tokenizer locally (no download)."""
     from distill.tiny import TinyShape
     from distill.tiny import init_tiny as build
 
     shape = TinyShape(hidden=hidden, layers=layers, heads=heads, kv_heads=kv_heads or heads,
-                      intermediate=intermediate or 2 * hidden, vocab=vocab)
+                      intermediate=intermediate or 2 * hidden, vocab=vocab, digits=digits)
     path = build(out, shape, seed=seed)
     console.print(f"tiny model ({shape}) written to {path}")
 
@@ -278,6 +279,7 @@ def generate(
 app.command()(cli_asc.ranker)
 app.command("eval")(cli_asc.eval_)
 app.command()(cli_asc.compare)
+from distill import cli_pretrain as _pretrain; _pretrain.register(app)  # noqa: E402
 
 
 def shutdown_process_group() -> None:

@@ -254,13 +254,26 @@ class PromptFormat:
         if not self.chat:
             check_template(self.template)
 
+    def plain_prompt(self, question: str) -> tuple[str, str]:
+        """(prompt text, the whitespace it ended with). The trailing whitespace of a plain
+        template ("Answer: ") belongs to the completion: tokenisers attach a space to
+        the word after it (BPE's "Ġword"), so a prompt tokenised with its trailing space
+        ends in a token the joined text never has, and a model trained or pre-trained on
+        joined text would be asked to continue from it."""
+        text = render_prompt(self.template, question)
+        body = text.rstrip()
+        return body, text[len(body):]
+
     def prompt_ids(self, tokenizer, question: str) -> list[int]:
         if self.chat:
             text = self._chat(tokenizer, [{"role": "user", "content": question}], True)
             return tokenizer(text, add_special_tokens=False)["input_ids"]
-        return tokenizer(render_prompt(self.template, question))["input_ids"]
+        return tokenizer(self.plain_prompt(question)[0])["input_ids"]
 
     def completion_ids(self, tokenizer, question: str, rationale: str) -> list[int]:
+        """The rationale's token ids (and EOS) as they follow the prompt: for a plain
+        template, the tokens of the joined text ``prompt + rationale`` after the prompt's
+        tokens, so that prompt + completion tokenise exactly as the joined text does."""
         if self.chat:
             prompt = self._chat(tokenizer, [{"role": "user", "content": question}], True)
             full = self._chat(tokenizer, [{"role": "user", "content": question},
@@ -269,8 +282,23 @@ class PromptFormat:
                 raise CuratorError("the tokenizer's chat template does not render the prompt "
                                    "as a prefix of the conversation; use --prompt-template")
             return tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
-        ids = tokenizer(rationale, add_special_tokens=False)["input_ids"]
+        body, space = self.plain_prompt(question)
+        prompt = tokenizer(body)["input_ids"]
+        joined = tokenizer(body + space + rationale)["input_ids"]
+        if joined[:len(prompt)] == prompt:
+            ids = joined[len(prompt):]
+        else:   # a tokeniser that merges across the boundary: the closest we can do
+            ids = tokenizer(space + rationale, add_special_tokens=False)["input_ids"]
         return ids + [tokenizer.eos_token_id]
+
+    def completion_text(self, decoded: str) -> str:
+        """A generated completion as a rationale: without the whitespace that the plain
+        template's prompt ended with (which the completion now starts with)."""
+        if self.chat:
+            return decoded
+        tail = self.template.rsplit("{question}", 1)[-1]
+        space = tail[len(tail.rstrip()):]
+        return decoded[len(space):] if space and decoded.startswith(space) else decoded
 
     @staticmethod
     def _chat(tokenizer, messages, add_generation_prompt: bool) -> str:

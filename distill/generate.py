@@ -165,7 +165,8 @@ def generate(model, tokenizer, fmt: PromptFormat, problems: list[dict], cfg: Sam
                         "reference_answer": p.get("reference_answer"),
                         "dataset": p.get("dataset"), "subject": p.get("subject"),
                         "level": p.get("level"), "sample_index": k,
-                        "completion": tokenizer.decode(text_ids, skip_special_tokens=True),
+                        "completion": fmt.completion_text(
+                            tokenizer.decode(text_ids, skip_special_tokens=True)),
                         "model": model_name, "finish_reason": o["finish_reason"],
                         "prompt_tokens": len(prompt), "completion_tokens": len(ids),
                         "logprob": o["logprob"], "temperature": cfg.temperature,

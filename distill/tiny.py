@@ -39,6 +39,7 @@ class TinyShape:
     intermediate: int = 128
     vocab: int = 2048
     max_positions: int = 2048
+    digits: bool = False          # one token per digit (see build_tokenizer)
 
 
 def demo_texts(path: Path = DEMO_TEXT) -> list[str]:
@@ -53,14 +54,20 @@ def demo_texts(path: Path = DEMO_TEXT) -> list[str]:
     return texts
 
 
-def build_tokenizer(texts: list[str], vocab_size: int = 2048):
+def build_tokenizer(texts: list[str], vocab_size: int = 2048, digits: bool = False):
     """Train a byte-level BPE tokenizer on ``texts`` and wrap it for transformers, with
-    pad/bos/eos tokens, a BOS post-processor and a chat template."""
+    pad/bos/eos tokens, a BOS post-processor and a chat template.
+
+    ``digits``: every digit is a token of its own (``4738`` -> ``4 7 3 8``, never merged
+    with a neighbour or a space), which arithmetic needs; otherwise BPE merges digits into
+    arbitrary chunks (``47 38``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True), byte_level]) if digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, USER, ASSISTANT],
@@ -92,7 +99,8 @@ def init_tiny(out: str | Path, shape: TinyShape = TinyShape(), seed: int = 0,
                            f"({shape.heads})")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(texts if texts is not None else demo_texts(), shape.vocab)
+    tokenizer = build_tokenizer(texts if texts is not None else demo_texts(), shape.vocab,
+                                digits=shape.digits)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=shape.hidden,
         intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,

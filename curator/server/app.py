@@ -97,8 +97,12 @@ class TeacherServer:
 
     def __init__(self, config: ServerConfig | None = None) -> None:
         self.config = (config or ServerConfig()).validate()
-        self.responder = Responder(Library.from_files(self.config.replay),
-                                   self.config.script or None, self.config.pad_tokens)
+        if self.config.teacher == "synthetic":
+            from curator.server.synthetic_teacher import SyntheticResponder
+            self.responder = SyntheticResponder(self.config.error_rate, self.config.seed)
+        else:
+            self.responder = Responder(Library.from_files(self.config.replay),
+                                       self.config.script or None, self.config.pad_tokens)
         self.rng = random.Random(self.config.seed)
         # The request log in memory: the newest LOG_KEEP entries (a long-running server
         # must not grow without bound); ``seq`` keeps counting across trims.
@@ -378,8 +382,12 @@ class TeacherServer:
             self._log_done(entry, 500, fault=fault)
             return self._error(dialect, 500, "api_error", f"upstream failed for key {key}")
 
-        key, comps = self.responder.respond(prompt, n_served, max_tokens,
-                                            force_length=(fault == "length"))
+        try:
+            key, comps = self.responder.respond(prompt, n_served, max_tokens,
+                                                force_length=(fault == "length"))
+        except CuratorError as exc:      # a programmatic teacher that cannot answer
+            self._log_done(entry, 400, fault="bad_request")
+            return self._error(dialect, 400, "invalid_request_error", str(exc))
         if fault == "content_filter":
             comps = [Completion("", "content_filter", 0, False) for _ in comps]
         completion_tokens = sum(c.completion_tokens for c in comps)
@@ -456,7 +464,10 @@ class TeacherServer:
         prompt_tokens = count_tokens(all_text)
         n = min(int(body.get("n") or 1), self.config.n_max) if dialect == "openai" else 1
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        _, comps = self.responder.respond(prompt, n, max_tokens)
+        try:
+            _, comps = self.responder.respond(prompt, n, max_tokens)
+        except CuratorError as exc:      # a programmatic teacher that cannot answer
+            comps = [Completion(f"error: {exc}", "stop", 0, False)]
         ctoks = sum(c.completion_tokens for c in comps)
         if dialect == "openai":
             return {"id": _rid("chatcmpl-"), "object": "chat.completion",
@@ -770,9 +781,11 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 0,
         if port_file:
             with atomic_write(Path(port_file)) as fh:
                 fh.write(url + "\n")
-        lib = len(srv.responder.library)
+        what = (f"synthetic teacher, error rate {config.error_rate:g}, seed {config.seed}"
+                if config.teacher == "synthetic"
+                else f"{len(srv.responder.library)} recorded question(s)")
         announce(f"teacher server on {url} (OpenAI base URL {url}/v1, Anthropic base URL "
-                 f"{url}); {lib} recorded question(s); Ctrl-C stops it")
+                 f"{url}); {what}; Ctrl-C stops it")
         # SIGTERM (what `kill` and a script's trap send; background jobs of a
         # non-interactive shell ignore SIGINT) stops it as cleanly as Ctrl-C
         stop = asyncio.Event()

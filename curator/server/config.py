@@ -50,6 +50,11 @@ class ServerConfig:
     script: list[str] = field(default_factory=list)   # texts when nothing is recorded
     pad_tokens: int = 0                # pad scripted texts to about this many tokens
     n_max: int = 128                   # most choices per request (1: no `n` support)
+    # a programmatic teacher instead of replay/script: 'synthetic' answers the problems of
+    # `curator load synthetic` with its error model (error_rate: its share of wrong
+    # rationales over a problem set with uniform levels; drawn from seed)
+    teacher: str | None = None
+    error_rate: float = 0.0
     # batches: seconds from submission to the end of processing, and item faults
     batch_delay_s: float = 0.5
     batch_item_faults: list[str] = field(default_factory=list)
@@ -75,6 +80,13 @@ class ServerConfig:
                                    f"{', '.join(BATCH_FAULTS)}")
         if not self.trickle_s > 0:
             raise CuratorError("trickle_s must be positive")
+        if self.teacher not in (None, "synthetic"):
+            raise CuratorError(f"unknown teacher {self.teacher!r}; known: synthetic")
+        if not 0.0 <= self.error_rate <= 1.0:
+            raise CuratorError(f"error rate must be within [0, 1], got {self.error_rate}")
+        if self.teacher is not None and (self.replay or self.script):
+            raise CuratorError("--teacher answers every prompt itself: give no --replay "
+                               "or --script with it")
         if self.rate_window_s <= 0:
             raise CuratorError("rate_window_s must be positive")
         return self

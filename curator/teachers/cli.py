@@ -231,7 +231,9 @@ def serve(
     n_max: Annotated[int, typer.Option(help="Most choices per request (1 emulates a server without `n`).")] = 128,
     batch_delay: Annotated[float, typer.Option(help="Seconds a batch takes to end.")] = 0.5,
     batch_error_rate: Annotated[float, typer.Option(help="Probability that a batch item fails.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Seed of the fault draws.")] = 0,
+    teacher: Annotated[Optional[str], typer.Option(help="A programmatic teacher instead of --replay: 'synthetic' answers `curator load synthetic` problems with column rationales, wrong ones drawn by its error model (docs/synthetic.md).")] = None,
+    error_rate: Annotated[float, typer.Option(help="--teacher synthetic: share of wrong rationales over problems with uniform levels (harder levels fail more often).")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault draws and of the synthetic teacher's errors.")] = 0,
     log: Annotated[Optional[Path], typer.Option(help="Append a JSONL line per request here (never headers or keys).")] = None,
 ) -> None:
     """Run the local teacher server (OpenAI chat completions, files and batches;
@@ -252,6 +254,7 @@ def serve(
                        replay=[str(p) for p in replay or []], script=list(script or []),
                        pad_tokens=pad_tokens, n_max=n_max, batch_delay_s=batch_delay,
                        batch_item_error_rate=batch_error_rate, seed=seed,
+                       teacher=teacher, error_rate=error_rate,
                        log_path=str(log) if log else None)
     run_server(cfg, host=host, port=port, port_file=str(port_file) if port_file else None,
                announce=lambda msg: console.print(msg, highlight=False))

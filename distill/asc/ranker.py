@@ -128,7 +128,9 @@ def ranker_ids(tokenizer, fmt: D.PromptFormat, question: str, rationale: str,
     (the final answer); the prompt keeps its start and at most half the budget when both
     do not fit. Trailing pad-id tokens are dropped (see :func:`last_token_logits`)."""
     prompt = fmt.prompt_ids(tokenizer, question)
-    body = tokenizer(rationale, add_special_tokens=False)["input_ids"]
+    # The rationale tokenised as it follows the prompt in training (no EOS)
+    body = (tokenizer(rationale, add_special_tokens=False)["input_ids"] if fmt.chat
+            else fmt.completion_ids(tokenizer, question, rationale)[:-1])
     if len(prompt) + len(body) <= max_length:
         ids = prompt + body
     else:
