@@ -20,7 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from curator.errors import CuratorError
-from distill import cli_asc
+from distill import cli_asc, cli_pretrain
 from distill.cli_options import (Base, Chat, Data, Out, Seed, Split, Template, Training,
                                  console, device_option, guard_out, prompt_format,
                                  report, training_command)
@@ -279,7 +279,7 @@ def generate(
 app.command()(cli_asc.ranker)
 app.command("eval")(cli_asc.eval_)
 app.command()(cli_asc.compare)
-from distill import cli_pretrain as _pretrain; _pretrain.register(app)  # noqa: E402
+app.command()(cli_pretrain.pretrain)
 
 
 def shutdown_process_group() -> None:
