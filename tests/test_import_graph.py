@@ -115,18 +115,9 @@ def test_graph_sees_the_project_imports():
     assert "distill.cli_asc" in graph["distill.cli"]
 
 
-# Circles still being taken apart (issue 14, curator's CLI and grader); delete an entry
-# when its circle is gone. Nothing may be added here.
-KNOWN = {frozenset({"curator.grading.compare", "curator.grading.symbolic"})}
-
-
 def test_no_import_circles():
-    found = {frozenset(c) for c in cycles(import_graph())}
-    new = sorted(sorted(c) for c in found - KNOWN)
-    assert new == [], "import circles: " + "; ".join(" <-> ".join(c) for c in new)
-    gone = sorted(sorted(c) for c in KNOWN - found)
-    assert gone == [], ("these circles are gone; remove them from KNOWN: "
-                        + "; ".join(" <-> ".join(c) for c in gone))
+    found = sorted(cycles(import_graph()))
+    assert found == [], "import circles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
 def test_no_import_circle_touches_distill():

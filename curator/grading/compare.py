@@ -17,24 +17,12 @@ from fractions import Fraction
 
 from curator.grading import screen
 from curator.grading.normalize import Answer, is_label, normalize_text, parse_number
+from curator.grading.verdict import CORRECT, UNPARSEABLE, WRONG, Verdict
 
-CORRECT = "correct"
-WRONG = "wrong"
-UNPARSEABLE = "unparseable"
 
 
 class NeedsSympy(Exception):
     """The verdict needs sympy and the context does not allow it here."""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    outcome: str   # correct | wrong | unparseable
-    rule: str
-
-    @property
-    def correct(self) -> bool:
-        return self.outcome == CORRECT
 
 
 @dataclass(frozen=True)

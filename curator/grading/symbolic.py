@@ -30,7 +30,7 @@ from fractions import Fraction
 import sympy
 from latex2sympy2_extended.latex2sympy2 import ConversionConfig, latex2sympy
 
-from curator.grading.compare import CORRECT, UNPARSEABLE, WRONG, Verdict
+from curator.grading.verdict import CORRECT, UNPARSEABLE, WRONG, Verdict
 from curator.grading.normalize import Answer
 
 _CONFIG = ConversionConfig(interpret_as_mixed_fractions=True, lowercase_symbols=False,
