@@ -1,0 +1,253 @@
+"""Store what the readers read: the format table (:data:`READERS`), the problems frame,
+inserting new problems, reporting and applying changed reference answers, and
+:func:`load_problems`, which runs one load in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from curator import ids
+from curator.errors import CuratorError, InputError
+from curator.sources.context import FieldMap, LoadContext, SplitChoice
+from curator.sources.generic import read_jsonl, read_parquet
+from curator.sources.math_dataset import read_math
+from curator.sources.records import Collector, Problem, guard_rejects
+from curator.sources.word_problems import read_asdiv, read_gsm8k, read_multiarith, read_svamp
+from curator.warehouse import Warehouse, scalar
+
+
+READERS: dict[str, Callable[[LoadContext], Iterator[Problem]]] = {
+    "math": read_math,
+    "gsm8k": read_gsm8k,
+    "svamp": read_svamp,
+    "asdiv": read_asdiv,
+    "multiarith": read_multiarith,
+    "jsonl": read_jsonl,
+    "parquet": read_parquet,
+}
+
+
+# -- storing ---------------------------------------------------------------------------
+
+PROBLEM_COLUMNS = ["problem_id", "dataset", "split", "subject", "level", "question",
+                   "question_key", "reference_solution", "reference_answer",
+                   "reference_answers", "source_id", "source_path", "source_position",
+                   "metadata"]
+
+
+def problems_frame(problems: list[Problem]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "problem_id": [p.problem_id for p in problems],
+            "dataset": [p.dataset for p in problems],
+            "split": [p.split for p in problems],
+            "subject": [p.subject for p in problems],
+            "level": [p.level for p in problems],
+            "question": [p.question for p in problems],
+            "question_key": [ids.question_key(p.question) for p in problems],
+            "reference_solution": [p.reference_solution for p in problems],
+            "reference_answer": [p.reference_answer for p in problems],
+            "reference_answers": [p.reference_answers for p in problems],
+            "source_id": [p.source_id for p in problems],
+            "source_path": [p.source_path for p in problems],
+            "source_position": [p.source_position for p in problems],
+            "metadata": [json.dumps(p.metadata, ensure_ascii=False, default=str)
+                         if p.metadata else None for p in problems],
+        },
+        schema={"problem_id": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8,
+                "subject": pl.Utf8, "level": pl.Int32, "question": pl.Utf8,
+                "question_key": pl.Utf8, "reference_solution": pl.Utf8,
+                "reference_answer": pl.Utf8, "reference_answers": pl.List(pl.Utf8),
+                "source_id": pl.Utf8, "source_path": pl.Utf8, "source_position": pl.Int32,
+                "metadata": pl.Utf8},
+    )
+
+
+def insert_problems(con, frame: pl.DataFrame) -> pl.DataFrame:
+    """Insert the problems not yet present; returns per-(dataset, split) counts of
+    read / added rows. Runs inside the caller's transaction."""
+    con.register("incoming_problems", frame)
+    try:
+        counts = con.sql("""
+            SELECT i.dataset, i.split, count(*) AS read,
+                   count(*) FILTER (WHERE p.problem_id IS NULL) AS added
+            FROM incoming_problems i LEFT JOIN problems p USING (problem_id)
+            GROUP BY ALL ORDER BY ALL""").pl()
+        cols = ", ".join(PROBLEM_COLUMNS)
+        con.execute(f"""
+            INSERT INTO problems ({cols})
+            SELECT {cols.replace('metadata', 'metadata::JSON')} FROM incoming_problems i
+            WHERE NOT EXISTS (SELECT 1 FROM problems p WHERE p.problem_id = i.problem_id)""")
+    finally:
+        con.unregister("incoming_problems")
+    return counts
+
+
+@dataclass
+class AnswerChange:
+    """A problem already stored whose reference answer differs in the file loaded again."""
+
+    problem_id: str
+    dataset: str
+    split: str
+    source_id: str
+    stored: str | None
+    loaded: str | None
+
+    def row(self) -> tuple:
+        return (self.dataset, self.split, self.source_id, self.stored, self.loaded)
+
+    def as_json(self) -> dict:
+        return {"problem_id": self.problem_id, "dataset": self.dataset, "split": self.split,
+                "source_id": self.source_id, "stored": self.stored, "loaded": self.loaded}
+
+
+@dataclass
+class LoadReport:
+    counts: list[tuple[str, str, int, int]]
+    rejected: int = 0
+    rejects_path: Path | None = None
+    splits: list[SplitChoice] = field(default_factory=list)
+    # problems already stored whose answers differ in this file; applied when ``updated``
+    changes: list[AnswerChange] = field(default_factory=list)
+    updated: bool = False
+    verdicts_cleared: int = 0
+
+    def rows(self) -> list[tuple]:
+        return [(d, s, r, a, r - a) for d, s, r, a in self.counts]
+
+    @property
+    def added(self) -> int:
+        return sum(a for *_, a in self.counts)
+
+    @property
+    def read(self) -> int:
+        return sum(r for _, _, r, _ in self.counts)
+
+    def as_json(self) -> dict:
+        return {"splits": [{"dataset": d, "split": s, "read": r, "added": a,
+                            "already_present": r - a} for d, s, r, a in self.counts],
+                "read": self.read, "added": self.added,
+                "split_choices": [c.as_json() for c in self.splits],
+                "answer_changes": [c.as_json() for c in self.changes],
+                "answers_updated": self.updated, "verdicts_cleared": self.verdicts_cleared,
+                "rejected": self.rejected,
+                "rejects_path": str(self.rejects_path) if self.rejects_path else None}
+
+
+def answer_changes(con, frame: pl.DataFrame) -> list[AnswerChange]:
+    """Problems of ``frame`` already stored with another reference answer (or list of
+    answers, or reference solution)."""
+    con.register("incoming_problems", frame)
+    try:
+        rows = con.execute("""
+            SELECT p.problem_id, p.dataset, p.split, p.source_id, p.reference_answer,
+                   i.reference_answer
+            FROM incoming_problems i JOIN problems p USING (problem_id)
+            WHERE p.reference_answer IS DISTINCT FROM i.reference_answer
+               OR p.reference_answers IS DISTINCT FROM i.reference_answers
+               OR p.reference_solution IS DISTINCT FROM i.reference_solution
+            ORDER BY p.dataset, p.split, p.source_position, p.problem_id""").fetchall()
+    finally:
+        con.unregister("incoming_problems")
+    return [AnswerChange(*r) for r in rows]
+
+
+def apply_answer_changes(con, frame: pl.DataFrame, changes: list[AnswerChange]) -> int:
+    """Store the loaded answers of ``changes`` and delete the verdicts graded against the
+    old ones (``curator grade`` regrades those samples). Returns the verdicts deleted.
+    Runs inside the caller's transaction."""
+    ids = pl.DataFrame({"problem_id": [c.problem_id for c in changes]},
+                       schema={"problem_id": pl.Utf8})
+    con.register("changed_ids", ids)
+    con.register("incoming_problems", frame)
+    try:
+        cleared = scalar(con, """
+            SELECT count(*) FROM grades g JOIN samples s USING (sample_id)
+            WHERE s.problem_id IN (SELECT problem_id FROM changed_ids)""")
+        con.execute("""
+            DELETE FROM grades WHERE sample_id IN (
+                SELECT sample_id FROM samples
+                WHERE problem_id IN (SELECT problem_id FROM changed_ids))""")
+        con.execute("""
+            UPDATE problems SET reference_answer = i.reference_answer,
+                                reference_answers = i.reference_answers,
+                                reference_solution = i.reference_solution
+            FROM incoming_problems i
+            WHERE problems.problem_id = i.problem_id
+              AND problems.problem_id IN (SELECT problem_id FROM changed_ids)""")
+    finally:
+        con.unregister("changed_ids")
+        con.unregister("incoming_problems")
+    return int(cleared or 0)
+
+
+def default_rejects_path(wh: Warehouse, what: str) -> Path:
+    """``rejects/WHAT-STAMP.jsonl`` beside the warehouse; never an existing file (two
+    loads in the same second get -2, -3, ...)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = wh.path.parent / "rejects" / f"{what}-{stamp}"
+    path, n = base.with_name(base.name + ".jsonl"), 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}.jsonl")
+    return path
+
+
+def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | None = None,
+                  dataset: str | None = None, subset: str | None = None,
+                  fields: FieldMap | None = None, skip_invalid: bool = False,
+                  rejects_path: Path | None = None, update: bool = False) -> LoadReport:
+    """Read a problem set and add its new problems to the warehouse in one transaction.
+
+    Problems already stored are left as they are; those whose reference answer differs
+    in the file are listed in ``report.changes``. With ``update`` their answers are
+    replaced by the file's, and the verdicts graded against the old answers are deleted
+    so that `curator grade` regrades those samples (in the same transaction)."""
+    fmt = fmt.lower()
+    if fmt not in READERS:
+        raise CuratorError(f"unknown format {fmt!r}; choose one of: {', '.join(READERS)}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file or directory", str(path))
+    guard_rejects(rejects_path, wh.path)
+    if subset and fmt != "asdiv":
+        raise CuratorError("--subset applies to the asdiv format only")
+    if dataset is None:
+        dataset = path.stem.split(".")[0].lower() if fmt in ("jsonl", "parquet") else fmt
+    collector = Collector(skip_invalid=skip_invalid)
+    ctx = LoadContext(path=path, dataset=dataset, split=split, subset=subset,
+                      fields=fields or FieldMap(), collector=collector)
+    problems = list(READERS[fmt](ctx))
+    dup = Counter(p.problem_id for p in problems)
+    dups = [pid for pid, c in dup.items() if c > 1]
+    if dups:
+        first = next(p for p in problems if p.problem_id == dups[0])
+        raise InputError(f"{len(dups)} records share an id (e.g. source id {first.source_id!r}); "
+                         "ids must be unique within a dataset split (use --id-field)", str(path))
+    report = LoadReport(counts=[], splits=list(ctx.splits.values()))
+    if collector.rejected:
+        report.rejected = len(collector.rejected)
+        report.rejects_path = rejects_path or default_rejects_path(wh, f"load-{fmt}")
+        collector.write_rejects(report.rejects_path, warehouse=wh.path)
+    if not problems:
+        raise InputError("no valid problems found" + (
+            f"; {report.rejected} rejected, reasons in {report.rejects_path}" if report.rejected else ""),
+            str(path))
+    frame = problems_frame(problems)
+    with wh.write() as con:
+        report.changes = answer_changes(con, frame)
+        counts = insert_problems(con, frame)
+        if update and report.changes:
+            report.verdicts_cleared = apply_answer_changes(con, frame, report.changes)
+            report.updated = True
+    report.counts = [tuple(r) for r in counts.iter_rows()]
+    return report
