@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from curator.errors import InputError
-from curator.sources.records import BadRecord, Collector, Problem, SPLIT_NAMES, split_from_file_name, split_from_path
+from curator.sources.records import (BadRecord, Collector, Problem, SPLIT_NAMES,
+                                     split_from_file_name, split_from_path)
 
 
 # -- formats -----------------------------------------------------------------------------

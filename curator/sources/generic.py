@@ -12,7 +12,8 @@ import polars as pl
 from curator.errors import InputError
 from curator.latex import last_boxed
 from curator.sources.context import LoadContext, _guard, _jsonl_files
-from curator.sources.records import BadRecord, Problem, answer_value, iter_jsonl, parse_level, text_field
+from curator.sources.records import (BadRecord, Problem, answer_value, iter_jsonl, parse_level,
+                                     text_field)
 
 
 def _generic_problem(obj: dict, ctx: LoadContext, split: str, f: Path, n: int) -> Problem:

@@ -10,7 +10,8 @@ from pathlib import Path
 from curator.errors import InputError
 from curator.latex import last_boxed
 from curator.sources.context import LoadContext, _guard, errata
-from curator.sources.records import BadRecord, Problem, SPLIT_NAMES, iter_jsonl, parse_level, read_json_document, split_from_path, text_field
+from curator.sources.records import (BadRecord, Problem, SPLIT_NAMES, iter_jsonl, parse_level,
+                                     read_json_document, split_from_path, text_field)
 
 
 def _math_problem(obj: dict, ctx: LoadContext, split: str, source_id: str, path: Path,

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from curator.errors import CuratorError, InputError
 from curator.sources.context import LoadContext, _guard, _jsonl_files
-from curator.sources.records import BadRecord, MAX_FIELD_CHARS, Problem, iter_jsonl, numeric_answer, parse_level, read_json_document, read_text, text_field
+from curator.sources.records import (BadRecord, MAX_FIELD_CHARS, Problem, iter_jsonl,
+                                     numeric_answer, parse_level, read_json_document, read_text,
+                                     text_field)
 
 
 def read_gsm8k(ctx: LoadContext) -> Iterator[Problem]:
