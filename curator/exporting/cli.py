@@ -97,7 +97,7 @@ def _print_result(result, title: str, fmt: ReportFormat = ReportFormat.table) ->
         note(f"dropped {m['duplicates_dropped']} exact duplicate rationale(s) within problems")
     held = m.get("held_back") or {}
     if held.get("problems"):
-        from curator.exporting.training import HELD_BACK_REASONS
+        from curator.exporting.options import HELD_BACK_REASONS
         why = "; ".join(f"{len(ids)} {HELD_BACK_REASONS.get(reason, reason)}"
                         for reason, ids in held["reasons"].items())
         note(f"held back {held['problems']} evaluation problem(s) from the splits ({why}); "

@@ -21,11 +21,10 @@ import duckdb
 from curator import __version__
 from curator.errors import CuratorError
 from curator.exporting import files, formats, schema, splits
-from curator.exporting.training import (ExportResult, _record_export, _sql_list, _sql_str,
-                                        finish_manifest)
+from curator.exporting.options import STRATA_COLUMNS, ExportResult
+from curator.exporting.selection import _sql_list, _sql_str
+from curator.exporting.training import _record_export, finish_manifest
 from curator.warehouse import Warehouse
-
-STRATA_COLUMNS = ("dataset", "subject", "level")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,329 @@
+"""The SQL of a training export (steps 1 to 3 of :mod:`curator.exporting.training`):
+the records query with one flag per filter and the funnel it counts, the one-statement
+:func:`selection_query` the manifest records, evaluation problems held back, the split
+assignment, duplicate removal, the per-problem caps and the counts of what was written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from curator.errors import CuratorError
+from curator.exporting import layouts, schema, splits
+from curator.exporting.options import (DEFAULT_STRATIFY, ExportOptions, HELD_EVAL_EXPORT,
+                                       HELD_TEST_SPLIT)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _sql_list(values) -> str:
+    return "(" + ", ".join(_sql_str(v) for v in values) + ")"
+
+
+def _base_query() -> str:
+    """Graded samples labelled by the ``positives`` / ``negatives`` views, with the
+    record fields first and the columns --where may use after them."""
+    return """
+    WITH labelled AS (
+        SELECT *, 'positive' AS label FROM positives
+        UNION ALL BY NAME
+        SELECT *, 'negative' AS label FROM negatives
+    )
+    SELECT l.problem_id, p.dataset, p.subject, p.level, p.question, p.reference_answer,
+           l.completion AS rationale, l.extracted_answer, l.label,
+           r.model AS teacher_model, l.run_id, l.sample_id, l.grader_version,
+           p.split AS problem_split, l.sample_index, l.grade_status, l.finish_reason,
+           l.error_class, l.prompt_tokens, l.completion_tokens, r.provider
+    FROM labelled l
+    JOIN problems p ON p.problem_id = l.problem_id
+    JOIN runs r ON r.run_id = l.run_id"""
+
+
+@dataclass(frozen=True)
+class _Filter:
+    name: str   # how the user names it in an error
+    sql: str    # a boolean expression over the base columns
+
+
+TEACHER_FILTER = "teacher runs only: student runs are left out (name them in --runs to take them)"
+HELD_BACK_FILTER = ("holding back evaluation problems: a dataset's test split and problems "
+                    "written by curator export-eval (--allow-eval-problems takes them)")
+_HELD_BACK_SQL = ("problem_split IS DISTINCT FROM 'test' AND problem_id NOT IN "
+                  "(SELECT problem_id FROM eval_export_problems)")
+
+
+def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
+    out = []
+    if run_ids is not None:
+        out.append(_Filter("--runs " + ",".join(opts.runs), f"run_id IN {_sql_list(run_ids)}"))
+    else:
+        out.append(_Filter(TEACHER_FILTER, "run_id IN (SELECT run_id FROM run_roles "
+                                           "WHERE role = 'teacher')"))
+    if opts.datasets:
+        out.append(_Filter("--dataset " + ",".join(opts.datasets),
+                           f"dataset IN {_sql_list(opts.datasets)}"))
+    if opts.where:
+        out.append(_Filter(f"--where {opts.where!r}", f"coalesce(({opts.where}), false)"))
+    if not opts.include_errored:
+        out.append(_Filter("excluding errored samples (--include-errored keeps them)",
+                           "error_class IS NULL"))
+    # A failed request has no rationale to train on, whatever --include-errored says.
+    out.append(_Filter("samples without a rationale (failed requests)",
+                       "rationale IS NOT NULL"))
+    if not opts.include_truncated:
+        out.append(_Filter("excluding truncated samples, finish_reason 'length' "
+                           "(--include-truncated keeps them)",
+                           "finish_reason IS DISTINCT FROM 'length'"))
+    for label, k in (("positive", opts.max_positives), ("negative", opts.max_negatives)):
+        if k == 0:
+            out.append(_Filter(f"--max-{label}s 0", f"label <> '{label}'"))
+    if not opts.allow_eval_problems:
+        out.append(_Filter(HELD_BACK_FILTER, _HELD_BACK_SQL))
+    return out
+
+
+# The record fields the base query provides (the schema's fields must all be here).
+_BASE_FIELDS = ("problem_id", "dataset", "subject", "level", "question", "reference_answer",
+                "rationale", "extracted_answer", "label", "teacher_model", "run_id",
+                "sample_id", "grader_version")
+# Kept for every sample, passing or not: the split, the strata, the funnel and the caps
+# need them. The other fields (the text) only for the samples that pass.
+_KEY_FIELDS = ("problem_id", "dataset", "subject", "level", "label", "run_id", "sample_id")
+
+
+def _record_columns(fields: list[str]) -> str:
+    missing = [f for f in fields if f not in _BASE_FIELDS]
+    if missing:
+        raise CuratorError(f"internal: export record field(s) {missing} of "
+                           f"{schema.TRAINING_SCHEMA} have no source column in the warehouse")
+    return ", ".join(f'"{f}"' if f in _KEY_FIELDS else f'CASE WHEN passes THEN "{f}" END AS "{f}"'
+                     for f in fields)
+
+
+def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str] | None:
+    """Run ids for --runs tokens (a run id or a teacher model name); None = all runs."""
+    if not names:
+        return None
+    known = con.execute("SELECT run_id, model FROM runs ORDER BY run_id").fetchall()
+    ids: list[str] = []
+    for name in names:
+        hit = [rid for rid, model in known if name in (rid, model)]
+        if not hit:
+            listing = "; ".join(f"{rid} ({model})" for rid, model in known) or "none"
+            raise CuratorError(f"--runs: no run has id or model {name!r}. Runs: {listing}")
+        ids.extend(h for h in hit if h not in ids)
+    return ids
+
+
+def records_query(opts: ExportOptions, run_ids: list[str] | None, fields: list[str]) -> str:
+    """One row per graded sample, in file order: a flag per filter (``f0``, ``f1``, ...
+    in :func:`_filters` order), ``passes`` (all of them), ``keep`` (passes, until the
+    duplicates and caps say otherwise), the record fields (text only where it passes),
+    the rationale's hash, and an empty ``export_split``."""
+    flist = _filters(opts, run_ids)
+    flags = "".join(f", ({f.sql}) AS f{i}" for i, f in enumerate(flist))
+    flag_cols = "".join(f", f{i}" for i in range(len(flist)))
+    passes = " AND ".join(f"f{i}" for i in range(len(flist))) or "true"
+    return f"""
+SELECT NULL::VARCHAR AS export_split, {_record_columns(fields)}{flag_cols}, passes,
+       passes AS keep, CASE WHEN passes THEN hash(rationale) END AS rationale_hash
+FROM (SELECT *, {passes} AS passes
+      FROM (SELECT *{flags} FROM ({_base_query()}
+)))
+ORDER BY problem_id, sample_id"""
+
+
+def _caps(opts: ExportOptions) -> list[tuple[str, int]]:
+    """(label, K) for the caps that keep some of a label (K = 0 is a filter)."""
+    return [(label, int(k)) for label, k in (("positive", opts.max_positives),
+                                             ("negative", opts.max_negatives)) if k]
+
+
+def _cap_order(opts: ExportOptions, column: str = "sample_id") -> str:
+    return layouts.seeded_order(opts.seed, column)
+
+
+def selection_query(opts: ExportOptions, run_ids: list[str] | None) -> str:
+    """One SQL statement that selects exactly the exported records (before the split):
+    the filters, duplicate removal and the caps, written plainly. Recorded in the
+    manifest; the export computes the same set in cheaper steps."""
+    where = " AND ".join(f"({f.sql})" for f in _filters(opts, run_ids)) or "true"
+    sql = f"""WITH base AS ({_base_query()}
+),
+kept AS (SELECT * FROM base WHERE {where}),
+deduped AS (
+    SELECT * FROM kept
+    {"QUALIFY row_number() OVER (PARTITION BY problem_id, rationale ORDER BY sample_id) = 1"
+     if opts.dedupe else ""}
+)
+SELECT * EXCLUDE (problem_split, sample_index, grade_status, finish_reason, error_class,
+                  prompt_tokens, completion_tokens, provider)
+FROM deduped"""
+    caps = _caps(opts)
+    if caps:
+        limit = " ".join(f"WHEN '{label}' THEN {k}" for label, k in caps)
+        sql += (f"\nQUALIFY row_number() OVER (PARTITION BY problem_id, label ORDER BY "
+                f"{_cap_order(opts)}) <= CASE label {limit} ELSE 2147483647 END")
+    return sql
+
+
+def _funnel(con, opts: ExportOptions, run_ids) -> list[tuple[str, int]]:
+    """Rows left after each filter, in order, starting from all graded samples."""
+    flist = _filters(opts, run_ids)
+    aggs = ["count(*)"] + [
+        f"count(*) FILTER (WHERE {' AND '.join(f'f{j}' for j in range(i + 1))})"
+        for i in range(len(flist))]
+    row = con.execute(f"SELECT {', '.join(aggs)} FROM export_records").fetchall()[0]
+    return [("graded samples", row[0])] + [(f.name, n) for f, n in zip(flist, row[1:])]
+
+
+def _drop_duplicates(con) -> int:
+    """Mark all but the first (smallest sample id) of each group of identical
+    rationales within a problem as not kept; returns how many. Equal hashes only
+    nominate candidates: the texts themselves are compared."""
+    con.execute("""
+        CREATE TEMP TABLE export_duplicates AS
+        WITH groups AS (
+            SELECT problem_id, rationale_hash FROM export_records WHERE keep
+            GROUP BY ALL HAVING count(*) > 1
+        )
+        SELECT r.sample_id
+        FROM export_records r SEMI JOIN groups g
+             ON g.problem_id = r.problem_id AND g.rationale_hash = r.rationale_hash
+        WHERE r.keep
+        QUALIFY row_number() OVER (PARTITION BY r.problem_id, r.rationale
+                                   ORDER BY r.sample_id) > 1""")
+    n = con.execute("SELECT count(*) FROM export_duplicates").fetchall()[0][0]
+    if n:
+        # An UPDATE keeps the rows where they are, so the file order stays as sorted.
+        con.execute("UPDATE export_records SET keep = false "
+                    "WHERE sample_id IN (SELECT sample_id FROM export_duplicates)")
+    return n
+
+
+def _apply_caps(con, opts: ExportOptions) -> int:
+    caps = _caps(opts)
+    if not caps:
+        return 0
+    limit = " ".join(f"WHEN '{label}' THEN {k}" for label, k in caps)
+    con.execute(f"""
+        CREATE TEMP TABLE export_over_cap AS
+        SELECT sample_id FROM export_records WHERE keep
+        QUALIFY row_number() OVER (PARTITION BY problem_id, label ORDER BY {_cap_order(opts)})
+                > CASE label {limit} ELSE 2147483647 END""")
+    n = con.execute("SELECT count(*) FROM export_over_cap").fetchall()[0][0]
+    if n:
+        con.execute("UPDATE export_records SET keep = false "
+                    "WHERE sample_id IN (SELECT sample_id FROM export_over_cap)")
+    return n
+
+
+def _held_back(con, opts: ExportOptions, run_ids) -> dict:
+    """The problems the held-back filter kept out of this export (that every other
+    filter let through), by reason: ``{reason: sorted problem ids}``."""
+    flist = _filters(opts, run_ids)
+    if opts.allow_eval_problems:
+        return {}
+    h = next(i for i, f in enumerate(flist) if f.name == HELD_BACK_FILTER)
+    others = " AND ".join(f"f{i}" for i in range(len(flist)) if i != h) or "true"
+    rows = con.execute(f"""
+        SELECT DISTINCT problem_id,
+               problem_split IS NOT DISTINCT FROM 'test' AS in_test,
+               problem_id IN (SELECT problem_id FROM eval_export_problems) AS eval_exported
+        FROM (SELECT r.*, p.split AS problem_split
+              FROM export_records r JOIN problems p ON p.problem_id = r.problem_id)
+        WHERE {others} AND NOT f{h}
+        ORDER BY problem_id""").fetchall()
+    out: dict[str, list[str]] = {HELD_TEST_SPLIT: [], HELD_EVAL_EXPORT: []}
+    for pid, in_test, exported in rows:
+        if in_test:
+            out[HELD_TEST_SPLIT].append(pid)
+        if exported:
+            out[HELD_EVAL_EXPORT].append(pid)
+    return {reason: ids for reason, ids in out.items() if ids}
+
+
+def _left_out_students(con, run_ids) -> list[dict]:
+    """Student runs with graded samples that the default (teacher-only) selection left
+    out; [] when --runs chose the runs."""
+    if run_ids is not None:
+        return []
+    rows = con.execute("""
+        SELECT r.run_id, r.model, count(*)
+        FROM export_records e JOIN run_roles r USING (run_id)
+        WHERE r.role = 'student' GROUP BY ALL ORDER BY r.run_id""").fetchall()
+    return [{"run_id": rid, "model": model, "graded_samples": n} for rid, model, n in rows]
+
+
+def _assign(con, opts: ExportOptions, spec: splits.SplitSpec, earlier,
+            warnings: list[str]) -> tuple[dict[str, str], dict]:
+    """problem_id -> split for the passing problems (``earlier``: the
+    :class:`~curator.exporting.splits_from.EarlierAssignment` of --splits-from, or None),
+    and the manifest's ``split_assignment`` block (without the problem lists)."""
+    block: dict = {"method": opts.split_method, "seed": opts.seed,
+                   "fractions": spec.as_dict()}
+    if opts.split_method == splits.BALANCED_METHOD:
+        stratify = opts.stratify if opts.stratify is not None else DEFAULT_STRATIFY
+        key_sql = ", ".join(stratify) if stratify else "NULL"
+        problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_records "
+                               f"WHERE passes").fetchall()
+        block["stratify"] = list(stratify)
+        block["warning"] = ("balanced splits depend on the whole selection: another "
+                            "selection moves problems between splits")
+        return splits.assign_splits(((r[0], tuple(r[1:])) for r in problems), spec,
+                                    opts.seed), block
+    ids = [r[0] for r in con.execute("SELECT DISTINCT problem_id FROM export_records "
+                                     "WHERE passes ORDER BY problem_id").fetchall()]
+    result = splits.stable_assignment(ids, spec, opts.seed,
+                                      earlier.assignment if earlier else None)
+    block["hash"] = splits.HASH_DESCRIPTION
+    block["splits_from"] = None
+    if earlier is not None:
+        block["splits_from"] = {
+            "manifest": str(earlier.path.resolve()), "manifest_sha256": earlier.manifest_sha256,
+            "read_from": earlier.source, "method": earlier.method, "seed": earlier.seed,
+            "problems": len(earlier.assignment)}
+        if result.hashed and (earlier.seed != opts.seed or earlier.splits != spec.as_dict()
+                              or earlier.method != splits.HASH_METHOD):
+            warnings.append(
+                f"--splits-from: {result.hashed} problem(s) new since that export are placed "
+                f"by the keyed hash with seed {opts.seed} and {opts.splits}; the earlier "
+                f"export used method {earlier.method}, seed {earlier.seed}, {earlier.splits}")
+    block["reused"], block["hashed"] = result.reused, result.hashed
+    return result.assignment, block
+
+
+def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None) -> CuratorError:
+    if grader is None:
+        return CuratorError("nothing to export: no sample has been graded yet; run "
+                            "`curator grade` first")
+    if funnel[0][1] == 0:
+        return CuratorError(f"nothing to export: no sample is graded by the current grader "
+                            f"{grader}; run `curator grade`")
+    for (prev_name, prev), (name, n) in zip(funnel, funnel[1:]):
+        if n == 0:
+            return CuratorError(f"the selection is empty: {name} left 0 of the {prev} "
+                                f"samples that remained after {prev_name}")
+    return CuratorError("the selection is empty")
+
+
+def _counts(con, table: str) -> tuple[dict, dict]:
+    """(counts[split][label][subject], totals[split]) of the written records."""
+    rows = con.execute(f"""
+        SELECT export_split, label, coalesce(subject, '(none)'), count(*)
+        FROM {table} GROUP BY ALL ORDER BY ALL""").fetchall()
+    counts: dict = {}
+    for split, label, subject, n in rows:
+        counts.setdefault(split, {}).setdefault(label, {})[subject] = n
+    tot_rows = con.execute(f"""
+        SELECT export_split, count(DISTINCT problem_id), count(*),
+               count(*) FILTER (WHERE label = 'positive'),
+               count(*) FILTER (WHERE label = 'negative')
+        FROM {table} GROUP BY ALL""").fetchall()
+    totals = {s: {"problems": p, "records": r, "positive": a, "negative": b}
+              for s, p, r, a, b in tot_rows}
+    return counts, totals
