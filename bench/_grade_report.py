@@ -11,11 +11,10 @@ import platform
 import random
 import re
 from collections import Counter, defaultdict
-from pathlib import Path
 
+from bench._common import ROOT, write_section
 from bench._hendrycks import last_boxed_only_string
 
-ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / ".bench-out" / "bench_grade"
 TEACHERS = ("gpt-3.5-turbo", "gpt-4")
 
@@ -343,10 +342,4 @@ VERDICTS: dict = {
 
 
 def write_benchmarks(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    src = path.read_text()
-    if "<!-- bench-grading:begin -->" not in src:
-        raise SystemExit("BENCHMARKS.md has no bench-grading markers")
-    new = re.sub(r"(<!-- bench-grading:begin -->\n).*?(<!-- bench-grading:end -->)",
-                 lambda m: m.group(1) + text + "\n" + m.group(2), src, flags=re.S)
-    path.write_text(new)
+    write_section("bench-grading", text)

@@ -42,11 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PRESETS = {
-    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=2048),
-    "small": dict(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=688, vocab=2048),
-    "0.5b": dict(hidden=1536, layers=20, heads=12, kv_heads=2, intermediate=4096, vocab=32000),
-}
+from bench._common import shapes  # noqa: E402
+
+PRESETS = shapes("tiny", "small", "0.5b")
 TARGET = 4.0
 
 

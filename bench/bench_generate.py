@@ -141,6 +141,22 @@ def load_warehouse(db: Path) -> None:
                    cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
 
 
+def measure_client(cmd, env, url: str, timeout) -> tuple[dict, float, list[dict], dict]:
+    """Run one client against the server: (its run, its CPU seconds, the server's log
+    entries for it, their throughput)."""
+    start = len(server_log(url, 0))
+    cpu = ChildCPU()
+    res = run_client(cmd, env, url, start, timeout)
+    total_cpu = cpu.used()
+    entries = server_log(url, start)
+    return res, total_cpu, entries, throughput(entries)
+
+
+def steady(res: dict, total_cpu: float) -> float | None:
+    """CPU seconds after the first response (None when there was none)."""
+    return None if res["cpu_at_first"] is None else total_cpu - res["cpu_at_first"]
+
+
 def ours(url: str, tmp: Path, concurrency: int, samples: int, *, extra=(), timeout=900):
     db = tmp / f"ours-{concurrency}-{time.monotonic_ns()}" / "w.duckdb"
     db.parent.mkdir()
@@ -152,18 +168,13 @@ def ours(url: str, tmp: Path, concurrency: int, samples: int, *, extra=(), timeo
            "--n-per-request", "1", "--concurrency", str(concurrency), "--rpm", str(RPM),
            "--tpm", str(TPM), "--max-tokens", str(MAX_TOKENS), "--timeout", "30", "--quiet",
            *extra]
-    start = len(server_log(url, 0))
-    cpu = ChildCPU()
-    res = run_client(cmd, env, url, start, timeout)
-    total_cpu = cpu.used()
-    entries = server_log(url, start)
-    tp = throughput(entries)
+    res, total_cpu, entries, tp = measure_client(cmd, env, url, timeout)
     import duckdb
     con = duckdb.connect(str(db), read_only=True)
     stored, distinct = con.execute(
         "SELECT count(completion), count(DISTINCT (problem_id, sample_index)) FROM samples").fetchone()
     con.close()
-    steady_cpu = None if res["cpu_at_first"] is None else total_cpu - res["cpu_at_first"]
+    steady_cpu = steady(res, total_cpu)
     return {"tool": "curator", "concurrency": concurrency, **tp, "wall_s": res["wall_s"],
             "cpu_s": total_cpu, "steady_cpu_s": steady_cpu, "stored": stored,
             "distinct": distinct, "returncode": res["returncode"],
@@ -195,17 +206,12 @@ def anchor(url: str, tmp: Path, concurrency: int, samples: int, timeout=900):
                CURATOR_DISABLE_RICH_DISPLAY="1", TIKTOKEN_CACHE_DIR=str(tok))
     env.pop("PYTHONPATH", None)
     cmd = [str(ANCHOR_PY), str(ROOT / "bench" / "_anchor_bespoke.py"), json.dumps(job)]
-    start = len(server_log(url, 0))
-    cpu = ChildCPU()
-    res = run_client(cmd, env, url, start, timeout)
-    total_cpu = cpu.used()
-    entries = server_log(url, start)
-    tp = throughput(entries)
+    res, total_cpu, entries, tp = measure_client(cmd, env, url, timeout)
     try:
         summary = json.loads(res["stdout"].strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         summary = {"responses": None, "distinct": None}
-    steady_cpu = None if res["cpu_at_first"] is None else total_cpu - res["cpu_at_first"]
+    steady_cpu = steady(res, total_cpu)
     shutil.rmtree(cache, ignore_errors=True)
     return {"tool": "bespokelabs-curator", "concurrency": concurrency, **tp,
             "wall_s": res["wall_s"], "cpu_s": total_cpu, "steady_cpu_s": steady_cpu,

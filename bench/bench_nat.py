@@ -19,12 +19,9 @@ Targets: NAT at most 1.5x the step time and 1.2x the peak memory of plain LoRA.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
-import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,57 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# Model shapes built from a config (random weights). "0.5b": about 0.5B parameters,
-# grouped-query attention like Qwen2/Llama-3, 32k vocabulary.
-PRESETS = {
-    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=2048),
-    "small": dict(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=688, vocab=2048),
-    "medium": dict(hidden=768, layers=4, heads=12, kv_heads=4, intermediate=2048, vocab=2048),
-    "0.5b": dict(hidden=1536, layers=20, heads=12, kv_heads=2, intermediate=4096, vocab=32000),
-}
+from bench._common import bench_export, peak_rss_mib, rss_mib, shapes, write_section  # noqa: E402
+
+PRESETS = shapes("tiny", "small", "medium", "0.5b")
 TARGET_TIME, TARGET_MEM = 1.5, 1.2
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_export(out: Path) -> Path:
-    """An export file built from the demo TDG slice (200 problems x 8 GPT-4 rationales),
-    labelled by comparing last \\boxed{} strings, written in the export contract."""
-    from curator.ids import problem_id, stable_id
-    from curator.latex import last_boxed
-
-    path = out / "export_demo.jsonl"
-    if path.exists():
-        return path
-    recs = []
-    with gzip.open(ROOT / "curator/demo/tdg_gpt4_200.jsonl.gz", "rt") as f:
-        for i, line in enumerate(f):
-            r = json.loads(line)
-            ref = last_boxed(r["answer"])
-            pid = problem_id("math", "train", f"tdg-{i}")
-            for k, c in enumerate(r["generated_answer"]):
-                ok = ref is not None and "".join((last_boxed(c) or "").split()) == "".join(ref.split())
-                lvl = r["level"].split()[-1]
-                recs.append({"problem_id": pid, "dataset": "math", "subject": r["type"],
-                             "level": int(lvl) if lvl.isdigit() else None,
-                             "question": r["question"], "reference_answer": ref,
-                             "rationale": c, "extracted_answer": last_boxed(c),
-                             "label": "positive" if ok else "negative",
-                             "teacher_model": "gpt-4", "run_id": "run_bench",
-                             "sample_id": stable_id("s", "run_bench", pid, k),
-                             "grader_version": "bench-string-v1"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return path
 
 
 def worker(args) -> dict:
@@ -234,11 +184,7 @@ def markdown(results: dict, args) -> str:
 
 
 def write_benchmarks(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    src = path.read_text()
-    new = re.sub(r"(<!-- bench-nat:begin -->\n).*?(<!-- bench-nat:end -->)",
-                 lambda m: m.group(1) + text + "\n" + m.group(2), src, flags=re.S)
-    path.write_text(new)
+    write_section("bench-nat", text)
 
 
 def main() -> None:

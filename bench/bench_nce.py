@@ -43,19 +43,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_nat import bench_export, peak_rss_mib, rss_mib  # noqa: E402
+from bench._common import bench_export, peak_rss_mib, rss_mib, shapes, write_section  # noqa: E402
 
-# Model shapes built from a config (random weights). ``vocab`` above the tokenizer's size
-# pads the embedding (the tokenizer uses the first ids), as many released models do: the
-# teacher's distributions are over every row.
-PRESETS = {
-    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=4, intermediate=128, vocab=2048),
-    "small-32k": dict(hidden=256, layers=4, heads=8, kv_heads=4, intermediate=688, vocab=32000),
-    "medium-32k": dict(hidden=768, layers=6, heads=12, kv_heads=4, intermediate=2048, vocab=32000),
-    "0.5b": dict(hidden=1536, layers=20, heads=12, kv_heads=2, intermediate=4096, vocab=32000),
-}
+# Model shapes built from a config (random weights); see bench._common.MODEL_SHAPES.
+PRESETS = shapes("tiny", "small-32k", "medium-32k", "0.5b")
 VARIANTS = ("ours", "ours-pre", "two-copies", "one-copy-full")
 TARGET_MEM, TARGET_TIME = 0.6, 1.1
 
@@ -387,12 +379,7 @@ def verdicts(results: dict) -> list[str]:
 
 def write_benchmarks(text: str, marker: str = "bench-nce") -> None:
     """Replace this benchmark's section of BENCHMARKS.md (between its begin/end markers)."""
-    path = ROOT / "BENCHMARKS.md"
-    head, begin, rest = path.read_text().partition(f"<!-- {marker}:begin -->\n")
-    _, end, tail = rest.partition(f"<!-- {marker}:end -->")
-    if not begin or not end:
-        sys.exit(f"{path}: no <!-- {marker}:begin/end --> markers")
-    path.write_text(head + begin + text + "\n" + end + tail)
+    write_section(marker, text)
 
 
 def main() -> None:
