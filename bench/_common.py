@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import resource
+import subprocess
 import sys
 from pathlib import Path
 
@@ -74,6 +76,24 @@ def bench_export(out: Path) -> Path:
                              "grader_version": "bench-string-v1"})
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return path
+
+
+def out_and_data(out: str | Path) -> tuple[Path, Path]:
+    """The output folder (created) and the demo export file in it (:func:`bench_export`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, bench_export(out)
+
+
+def run_worker(cmd: list[str], what: str, prefix: str = "{") -> dict:
+    """Run one timed worker process with the repository on its path; its result is the
+    last stdout line that starts with ``prefix`` (JSON). A failed worker stops the run."""
+    proc = subprocess.run(cmd, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if proc.returncode:
+        sys.exit(f"{what} failed:\n{proc.stderr[-4000:]}")
+    line = [x for x in proc.stdout.splitlines() if x.startswith(prefix)][-1]
+    return json.loads(line)
 
 
 def write_section(marker: str, text: str) -> None:

@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import bench_export, peak_rss_mib, rss_mib, shapes, write_section  # noqa: E402
+from bench._common import (out_and_data, peak_rss_mib, rss_mib, run_worker, shapes,  # noqa: E402
+                           write_section)
 
 PRESETS = shapes("tiny", "small", "medium", "0.5b")
 TARGET_TIME, TARGET_MEM = 1.5, 1.2
@@ -105,9 +105,7 @@ def worker(args) -> dict:
 def run_all(args) -> dict:
     from distill.tiny import TinyShape, init_tiny
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = bench_export(out)
+    out, data = out_and_data(args.out)
     results = {}
     for preset in args.preset:
         model_dir = out / f"model-{preset}"
@@ -121,12 +119,7 @@ def run_all(args) -> dict:
                        "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
                        "--max-length", str(args.max_length), "--gate-width", str(args.gate_width),
                        "--threads", str(args.threads), "--out", str(out)] + (["--bf16"] if args.bf16 else [])
-                proc = subprocess.run(cmd, capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
-                if proc.returncode:
-                    sys.exit(f"worker failed:\n{proc.stderr[-4000:]}")
-                line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
-                runs[method].append(json.loads(line))
+                runs[method].append(run_worker(cmd, "worker"))
         summary = {}
         for m, rs in runs.items():
             summary[m] = {"step_s": statistics.median(r["step_s"] for r in rs),

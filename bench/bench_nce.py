@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,7 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import bench_export, peak_rss_mib, rss_mib, shapes, write_section  # noqa: E402
+from bench._common import (out_and_data, peak_rss_mib, rss_mib, run_worker, shapes,  # noqa: E402
+                           write_section)
 
 # Model shapes built from a config (random weights); see bench._common.MODEL_SHAPES.
 PRESETS = shapes("tiny", "small-32k", "medium-32k", "0.5b")
@@ -249,9 +249,7 @@ def worker(args) -> dict:
 
 
 def run_all(args) -> dict:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = bench_export(out)
+    out, data = out_and_data(args.out)
     results = {}
     for preset in args.preset:
         model = build_model(out / f"model-{preset}", preset)
@@ -266,12 +264,7 @@ def run_all(args) -> dict:
                        "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                        "--threads", str(args.threads), "--samples", str(args.samples),
                        "--out", str(out)] + (["--bf16"] if args.bf16 else [])
-                proc = subprocess.run(cmd, capture_output=True, text=True,
-                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
-                if proc.returncode:
-                    sys.exit(f"worker {variant} failed:\n{proc.stderr[-4000:]}")
-                line = [x for x in proc.stdout.splitlines() if x.startswith("{\"variant\"")][-1]
-                runs[variant].append(json.loads(line))
+                runs[variant].append(run_worker(cmd, f"worker {variant}", "{\"variant\""))
                 print(f"  {preset} {variant}: {runs[variant][-1]['step_s']*1000:.0f} ms/step, "
                       f"{runs[variant][-1]['peak_mib']:.0f} MiB", flush=True)
         summary = {}
