@@ -19,7 +19,7 @@ import polars as pl
 
 from curator import ids
 from curator.durable import sha256_file
-from curator.errors import CuratorError, InputError
+from curator.errors import CuratorError
 from curator.latex import last_boxed
 from curator.sources import (
     MAX_FIELD_CHARS,
@@ -27,12 +27,13 @@ from curator.sources import (
     Collector,
     Problem,
     answer_value,
-    default_rejects_path,
-    guard_rejects,
+    check_source,
     insert_problems,
     iter_jsonl,
     parse_level,
+    nothing_valid,
     problems_frame,
+    record_rejects,
     text_field,
 )
 from curator.warehouse import Warehouse, run_role, scalar
@@ -239,13 +240,8 @@ def import_samples(wh: Warehouse, fmt: str, path: str | Path, *, model: str | No
                    dataset: str = "math", split: str = "train", provider: str | None = None,
                    skip_invalid: bool = False, rejects_path: Path | None = None) -> ImportReport:
     """Import a file of rationales as one run per teacher model, in one transaction."""
-    fmt = fmt.lower()
-    if fmt not in FORMATS:
-        raise CuratorError(f"unknown import format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file", str(path))
-    guard_rejects(rejects_path, wh.path)
+    fmt, path = check_source(wh, fmt, FORMATS, path, rejects_path, what="import format",
+                             missing="no such file")
     collector = Collector(skip_invalid=skip_invalid)
     if fmt == "tdg":
         if not model:
@@ -258,14 +254,9 @@ def import_samples(wh: Warehouse, fmt: str, path: str | Path, *, model: str | No
     report = ImportReport()
     with wh.write() as con:
         pairs, new_problems, _ = _link(con, rationales, dataset, split, path, collector)
-        if collector.rejected:
-            report.rejected = len(collector.rejected)
-            report.rejects_path = rejects_path or default_rejects_path(wh, f"import-{fmt}")
-            collector.write_rejects(report.rejects_path, warehouse=wh.path)
+        record_rejects(collector, report, rejects_path, wh, f"import-{fmt}")
         if not pairs:
-            raise InputError("no valid rationales found" + (
-                f"; {report.rejected} rejected, reasons in {report.rejects_path}"
-                if report.rejected else ""), str(path))
+            raise nothing_valid("rationales", report, path)
         if new_problems:
             insert_problems(con, problems_frame(new_problems))
         created_ids = {p.problem_id for p in new_problems}

@@ -20,25 +20,27 @@ The package, by concern:
 """
 
 from curator.sources.records import (BadRecord, Collector, MAX_FIELD_CHARS, Problem, Rejected,
-                                     SPLIT_NAMES, answer_value, format_number, guard_rejects,
-                                     iter_jsonl, numeric_answer, parse_level, read_json_document,
-                                     read_text, split_from_file_name, split_from_path, text_field)
+                                     SPLIT_NAMES, answer_value, check_source, default_rejects_path,
+                                     format_number, guard_rejects, iter_jsonl, nothing_valid,
+                                     numeric_answer, parse_level, read_json_document, read_text,
+                                     record_rejects, split_from_file_name, split_from_path,
+                                     text_field)
 from curator.sources.context import FieldMap, LoadContext, SplitChoice, errata
 from curator.sources.math_dataset import read_math
 from curator.sources.word_problems import (asdiv_answers, element_lines, read_asdiv, read_gsm8k,
                                            read_multiarith, read_svamp)
 from curator.sources.generic import read_jsonl, read_parquet
 from curator.sources.load import (AnswerChange, LoadReport, PROBLEM_COLUMNS, READERS,
-                                  answer_changes, apply_answer_changes, default_rejects_path,
-                                  insert_problems, load_problems, problems_frame)
+                                  answer_changes, apply_answer_changes, insert_problems,
+                                  load_problems, problems_frame)
 
-__all__ = ['AnswerChange', 'BadRecord', 'Collector', 'FieldMap', 'LoadContext', 'LoadReport',
-           'MAX_FIELD_CHARS', 'PROBLEM_COLUMNS', 'Problem', 'READERS', 'Rejected',
-           'SPLIT_NAMES', 'SplitChoice', 'answer_changes', 'answer_value',
-           'apply_answer_changes', 'asdiv_answers', 'default_rejects_path',
-           'element_lines', 'errata', 'format_number', 'guard_rejects',
-           'insert_problems', 'iter_jsonl', 'load_problems', 'numeric_answer',
-           'parse_level', 'problems_frame', 'read_asdiv', 'read_gsm8k',
-           'read_json_document', 'read_jsonl', 'read_math', 'read_multiarith',
-           'read_parquet', 'read_svamp', 'read_text', 'split_from_file_name',
-           'split_from_path', 'text_field']
+__all__ = ['AnswerChange', 'BadRecord', 'Collector', 'FieldMap', 'LoadContext',
+           'LoadReport', 'MAX_FIELD_CHARS', 'PROBLEM_COLUMNS', 'Problem', 'READERS',
+           'Rejected', 'SPLIT_NAMES', 'SplitChoice', 'answer_changes', 'answer_value',
+           'apply_answer_changes', 'asdiv_answers', 'check_source',
+           'default_rejects_path', 'element_lines', 'errata', 'format_number',
+           'guard_rejects', 'insert_problems', 'iter_jsonl', 'load_problems',
+           'nothing_valid', 'numeric_answer', 'parse_level', 'problems_frame',
+           'read_asdiv', 'read_gsm8k', 'read_json_document', 'read_jsonl', 'read_math',
+           'read_multiarith', 'read_parquet', 'read_svamp', 'read_text',
+           'record_rejects', 'split_from_file_name', 'split_from_path', 'text_field']

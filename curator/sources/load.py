@@ -5,7 +5,6 @@ inserting new problems, reporting and applying changed reference answers, and
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,7 +18,8 @@ from curator.errors import CuratorError, InputError
 from curator.sources.context import FieldMap, LoadContext, SplitChoice
 from curator.sources.generic import read_jsonl, read_parquet
 from curator.sources.math_dataset import read_math
-from curator.sources.records import Collector, Problem, guard_rejects
+from curator.sources.records import (Collector, Problem, check_source, nothing_valid,
+                                     record_rejects)
 from curator.sources.word_problems import read_asdiv, read_gsm8k, read_multiarith, read_svamp
 from curator.warehouse import Warehouse, scalar
 
@@ -44,24 +44,12 @@ PROBLEM_COLUMNS = ["problem_id", "dataset", "split", "subject", "level", "questi
 
 
 def problems_frame(problems: list[Problem]) -> pl.DataFrame:
+    derived = {"question_key": lambda p: ids.question_key(p.question),
+               "metadata": lambda p: (json.dumps(p.metadata, ensure_ascii=False, default=str)
+                                      if p.metadata else None)}
     return pl.DataFrame(
-        {
-            "problem_id": [p.problem_id for p in problems],
-            "dataset": [p.dataset for p in problems],
-            "split": [p.split for p in problems],
-            "subject": [p.subject for p in problems],
-            "level": [p.level for p in problems],
-            "question": [p.question for p in problems],
-            "question_key": [ids.question_key(p.question) for p in problems],
-            "reference_solution": [p.reference_solution for p in problems],
-            "reference_answer": [p.reference_answer for p in problems],
-            "reference_answers": [p.reference_answers for p in problems],
-            "source_id": [p.source_id for p in problems],
-            "source_path": [p.source_path for p in problems],
-            "source_position": [p.source_position for p in problems],
-            "metadata": [json.dumps(p.metadata, ensure_ascii=False, default=str)
-                         if p.metadata else None for p in problems],
-        },
+        {c: [derived[c](p) if c in derived else getattr(p, c) for p in problems]
+         for c in PROBLEM_COLUMNS},
         schema={"problem_id": pl.Utf8, "dataset": pl.Utf8, "split": pl.Utf8,
                 "subject": pl.Utf8, "level": pl.Int32, "question": pl.Utf8,
                 "question_key": pl.Utf8, "reference_solution": pl.Utf8,
@@ -190,18 +178,6 @@ def apply_answer_changes(con, frame: pl.DataFrame, changes: list[AnswerChange]) 
     return int(cleared or 0)
 
 
-def default_rejects_path(wh: Warehouse, what: str) -> Path:
-    """``rejects/WHAT-STAMP.jsonl`` beside the warehouse; never an existing file (two
-    loads in the same second get -2, -3, ...)."""
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = wh.path.parent / "rejects" / f"{what}-{stamp}"
-    path, n = base.with_name(base.name + ".jsonl"), 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}.jsonl")
-    return path
-
-
 def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | None = None,
                   dataset: str | None = None, subset: str | None = None,
                   fields: FieldMap | None = None, skip_invalid: bool = False,
@@ -212,13 +188,7 @@ def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | Non
     in the file are listed in ``report.changes``. With ``update`` their answers are
     replaced by the file's, and the verdicts graded against the old answers are deleted
     so that `curator grade` regrades those samples (in the same transaction)."""
-    fmt = fmt.lower()
-    if fmt not in READERS:
-        raise CuratorError(f"unknown format {fmt!r}; choose one of: {', '.join(READERS)}")
-    path = Path(path)
-    if not path.exists():
-        raise InputError("no such file or directory", str(path))
-    guard_rejects(rejects_path, wh.path)
+    fmt, path = check_source(wh, fmt, READERS, path, rejects_path)
     if subset and fmt != "asdiv":
         raise CuratorError("--subset applies to the asdiv format only")
     if dataset is None:
@@ -234,14 +204,9 @@ def load_problems(wh: Warehouse, fmt: str, path: str | Path, *, split: str | Non
         raise InputError(f"{len(dups)} records share an id (e.g. source id {first.source_id!r}); "
                          "ids must be unique within a dataset split (use --id-field)", str(path))
     report = LoadReport(counts=[], splits=list(ctx.splits.values()))
-    if collector.rejected:
-        report.rejected = len(collector.rejected)
-        report.rejects_path = rejects_path or default_rejects_path(wh, f"load-{fmt}")
-        collector.write_rejects(report.rejects_path, warehouse=wh.path)
+    record_rejects(collector, report, rejects_path, wh, f"load-{fmt}")
     if not problems:
-        raise InputError("no valid problems found" + (
-            f"; {report.rejected} rejected, reasons in {report.rejects_path}" if report.rejected else ""),
-            str(path))
+        raise nothing_valid("problems", report, path)
     frame = problems_frame(problems)
     with wh.write() as con:
         report.changes = answer_changes(con, frame)

@@ -6,6 +6,7 @@ reader shares (text fields, numbers, levels, answers, splits named by a path).
 
 from __future__ import annotations
 
+import datetime as _dt
 import gzip
 import json
 import math
@@ -18,8 +19,9 @@ from typing import Any
 import orjson
 
 from curator import ids
-from curator.errors import InputError
+from curator.errors import CuratorError, InputError
 from curator.paths import REJECTS, atomic_write, guard_output
+from curator.warehouse import Warehouse
 
 
 MAX_FIELD_CHARS = 1_000_000
@@ -86,6 +88,49 @@ def guard_rejects(path: Path | None, warehouse: Path | None) -> None:
     """--rejects: never the warehouse, never over a file that is not a rejects file."""
     if path is not None:
         guard_output(path, REJECTS, option="--rejects", warehouse=warehouse)
+
+
+def check_source(wh: Warehouse, fmt: str, known, path: str | Path, rejects_path: Path | None, *,
+                 what: str = "format", missing: str = "no such file or directory") -> tuple[str, Path]:
+    """The checks a load or an import makes before it reads: a known format (lower-cased
+    and returned), an existing path, and a --rejects file it may write."""
+    fmt = fmt.lower()
+    if fmt not in known:
+        raise CuratorError(f"unknown {what} {fmt!r}; choose one of: {', '.join(known)}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(missing, str(path))
+    guard_rejects(rejects_path, wh.path)
+    return fmt, path
+
+
+def default_rejects_path(wh: Warehouse, what: str) -> Path:
+    """``rejects/WHAT-STAMP.jsonl`` beside the warehouse; never an existing file (two
+    loads in the same second get -2, -3, ...)."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = wh.path.parent / "rejects" / f"{what}-{stamp}"
+    path, n = base.with_name(base.name + ".jsonl"), 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}.jsonl")
+    return path
+
+
+def record_rejects(collector: Collector, report, rejects_path: Path | None, wh: Warehouse,
+                   what: str) -> None:
+    """When records were rejected, count them on ``report`` and write them to
+    ``rejects_path`` (default: :func:`default_rejects_path` for ``what``)."""
+    if collector.rejected:
+        report.rejected = len(collector.rejected)
+        report.rejects_path = rejects_path or default_rejects_path(wh, what)
+        collector.write_rejects(report.rejects_path, warehouse=wh.path)
+
+
+def nothing_valid(what: str, report, path: Path) -> InputError:
+    """The error of a file with no valid record, naming the rejects file if any."""
+    return InputError(f"no valid {what} found" + (
+        f"; {report.rejected} rejected, reasons in {report.rejects_path}"
+        if report.rejected else ""), str(path))
 
 
 # -- reading files -----------------------------------------------------------------------

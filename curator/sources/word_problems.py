@@ -91,17 +91,27 @@ def _json_list(ctx: LoadContext, name: str) -> tuple[Path, list, Callable[[int],
     return f, data, line_of
 
 
+def _record_name(i: int, obj, id_field: str) -> str:
+    """How a rejected element of a JSON array is named: ``record 3 (ID chal-4)``."""
+    rec = f"record {i}"
+    if isinstance(obj, dict) and obj.get(id_field) is not None:
+        rec += f" ({id_field} {obj.get(id_field)})"
+    return rec
+
+
+def _require_object(obj) -> None:
+    if not isinstance(obj, dict):
+        raise BadRecord(f"expected an object, got {type(obj).__name__}")
+
+
 def read_svamp(ctx: LoadContext) -> Iterator[Problem]:
     f, data, line_of = _json_list(ctx, "SVAMP")
     split = ctx.fixed_split("test", "SVAMP")
     for i, obj in enumerate(data):
-        rec = f"record {i}"
-        if isinstance(obj, dict) and obj.get("ID") is not None:
-            rec += f" (ID {obj.get('ID')})"
+        rec = _record_name(i, obj, "ID")
 
         def build(obj=obj, i=i) -> Problem:
-            if not isinstance(obj, dict):
-                raise BadRecord(f"expected an object, got {type(obj).__name__}")
+            _require_object(obj)
             body = text_field(obj, "Body")
             q = text_field(obj, "Question")
             if "Answer" not in obj:
@@ -122,13 +132,10 @@ def read_multiarith(ctx: LoadContext) -> Iterator[Problem]:
     f, data, line_of = _json_list(ctx, "MultiArith")
     split = ctx.fixed_split("test", "MultiArith")
     for i, obj in enumerate(data):
-        rec = f"record {i}"
-        if isinstance(obj, dict) and obj.get("iIndex") is not None:
-            rec += f" (iIndex {obj.get('iIndex')})"
+        rec = _record_name(i, obj, "iIndex")
 
         def build(obj=obj, i=i) -> Problem:
-            if not isinstance(obj, dict):
-                raise BadRecord(f"expected an object, got {type(obj).__name__}")
+            _require_object(obj)
             question = text_field(obj, "sQuestion").strip()
             sols = obj.get("lSolutions")
             if not isinstance(sols, list) or not sols:
