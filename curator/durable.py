@@ -6,16 +6,19 @@ that importing them pulls in neither the warehouse nor torch).
   written record batch by record batch and fsync'd. A writer killed mid-write leaves at
   most a torn last line (no newline); readers ignore it, and may cut it off so that the
   next append starts on a clean line.
+- :func:`try_lock`: open a file and try to flock it without waiting (is its owner alive?).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import IO, Any, Callable, Iterable, Iterator
 
 BLOCK = 1 << 20
 
@@ -84,3 +87,23 @@ def append_jsonl_durable(path: str | Path, records: Iterable[Any], *,
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+@contextmanager
+def try_lock(path: str | Path, *, shared: bool = False) -> Iterator[tuple[IO[bytes] | None, bool]]:
+    """Open ``path`` for reading and try to ``flock`` it (shared or exclusive) without
+    waiting. Yields ``(file, True)`` when the lock is taken (held until the block ends),
+    ``(file, False)`` when another process holds it, and ``(None, False)`` when the file is
+    gone. Used on files a live process keeps locked, to tell whether that process is alive."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        yield None, False
+        return
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield fh, False
+        else:
+            yield fh, True

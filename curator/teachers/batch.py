@@ -244,6 +244,22 @@ async def _reconcile(wh: Warehouse, b: dict, client) -> str | None:
     return found[0]
 
 
+def _batch_client(b: dict):
+    """(adapter, client, redact) for a stored batch row's provider and endpoint."""
+    return _client(b["provider"], b["base_url"], b["metadata"].get("api_key_env"))
+
+
+async def _submitted(wh: Warehouse, b: dict, client) -> bool:
+    """Settle a row left 'submitting' by an interrupted submission: True when the provider
+    has the batch (``b["batch_id"]`` is then its id), False when the intent was removed."""
+    if b["status"] == "submitting":
+        bid = await _reconcile(wh, b, client)
+        if bid is None:
+            return False
+        b["batch_id"] = bid
+    return True
+
+
 async def _retrieve(b: dict, client) -> tuple[str, bool, int | None, int | None, object]:
     """(status, ended, done, failed, provider object)."""
     if b["provider"] == "anthropic":
@@ -269,13 +285,10 @@ async def _status(wh, batch_ids, include_collected) -> list[BatchRow]:
             out.append(BatchRow(b["batch_id"], b["provider"], b["run_id"], b["request_count"],
                                 b["status"], None, None, True))
             continue
-        _, client, _ = _client(b["provider"], b["base_url"], b["metadata"].get("api_key_env"))
+        _, client, _ = _batch_client(b)
         try:
-            if b["status"] == "submitting":
-                bid = await _reconcile(wh, b, client)
-                if bid is None:
-                    continue
-                b["batch_id"] = bid
+            if not await _submitted(wh, b, client):
+                continue
             st, _, done, failed, _ = await _retrieve(b, client)
         finally:
             await client.close()
@@ -423,13 +436,10 @@ async def _collect(wh, batch_ids, resubmit, wait, poll_interval, max_requests) -
 
 
 async def _collect_one(wh, b, resubmit, max_requests) -> CollectRow | None:
-    adapter, client, redact = _client(b["provider"], b["base_url"], b["metadata"].get("api_key_env"))
+    adapter, client, redact = _batch_client(b)
     try:
-        if b["status"] == "submitting":
-            bid = await _reconcile(wh, b, client)
-            if bid is None:
-                return CollectRow(b["batch_id"], "never submitted (removed)", 0, 0, [])
-            b["batch_id"] = bid
+        if not await _submitted(wh, b, client):
+            return CollectRow(b["batch_id"], "never submitted (removed)", 0, 0, [])
         st, ended, _, _, obj = await _retrieve(b, client)
         b["status"] = st
         if not ended:
@@ -521,13 +531,10 @@ def cancel(wh: Warehouse, batch_ids: list[str] | None = None) -> list[list]:
 async def _cancel(wh, batch_ids) -> list[list]:
     out = []
     for b in _batches(wh, batch_ids, include_collected=False):
-        _, client, _ = _client(b["provider"], b["base_url"], b["metadata"].get("api_key_env"))
+        _, client, _ = _batch_client(b)
         try:
-            if b["status"] == "submitting":
-                bid = await _reconcile(wh, b, client)
-                if bid is None:
-                    continue
-                b["batch_id"] = bid
+            if not await _submitted(wh, b, client):
+                continue
             if b["provider"] == "anthropic":
                 st = (await client.messages.batches.cancel(b["batch_id"])).processing_status
             else:

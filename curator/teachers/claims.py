@@ -28,6 +28,7 @@ from pathlib import Path
 
 import orjson
 
+from curator.durable import try_lock
 from curator.teachers.journal import journal_dir, replay
 from curator.warehouse import Warehouse
 
@@ -74,18 +75,13 @@ def _live_claims(d: Path, mine: Path) -> tuple[dict[tuple[str, str], set[int]], 
     for path in sorted(d.glob("claim-*.json")):
         if path == mine:
             continue
-        try:
-            fh = open(path, "rb")
-        except FileNotFoundError:
-            continue
-        with fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                pass                      # its owner is alive: the claim holds
-            else:
+        with try_lock(path, shared=True) as (fh, locked):
+            if fh is None:
+                continue
+            if locked:                    # its owner is dead: the claim is void
                 path.unlink(missing_ok=True)
                 continue
+            # its owner is alive: the claim holds
             try:
                 doc = orjson.loads(fh.read())
             except orjson.JSONDecodeError:

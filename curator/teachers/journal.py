@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 
-from curator.durable import read_jsonl_durable
+from curator.durable import read_jsonl_durable, try_lock
 from curator.warehouse import Warehouse
 
 SEGMENT_BYTES = 8 * 1024 * 1024
@@ -215,15 +215,9 @@ def replay(wh: Warehouse, chunk: int = 20_000, keep_dir: bool = False) -> int:
         return 0
     total = 0
     for path in sorted(d.glob("*.jsonl")):
-        try:
-            fh = open(path, "rb")
-        except FileNotFoundError:
-            continue
-        with fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue                      # its writer is alive
+        with try_lock(path) as (_, locked):
+            if not locked:
+                continue                      # gone, or its writer is alive
             if not path.exists():
                 continue                      # replayed by someone else meanwhile
             records = read_segment(path)
