@@ -47,16 +47,24 @@ class NATTrainer(SFTTrainer):
     mode = "nat"
 
 
+def _stage_inputs(model, adapter: str, rows: list[dict], label: str, stage: int, tokenizer,
+                  config: DistillConfig, fmt: D.PromptFormat):
+    """``(model, dataset, report)`` of one NAT stage: its rationales encoded and a fresh
+    LoRA adapter ``adapter`` attached; no rationales is an error."""
+    if not rows:
+        raise CuratorError(f"no {label} rationales: NAT stage {stage} trains on them")
+    report = D.EncodeReport()
+    ds = D.rationale_dataset(rows, tokenizer, fmt, config.max_length, report)
+    model = attach_lora(model, adapter, config.lora_r, config.lora_alpha, config.lora_dropout,
+                        config.target_modules)
+    return model, ds, report
+
+
 def build_nat_stage1(model, negatives: list[dict], tokenizer, config: DistillConfig,
                      fmt: D.PromptFormat = D.PromptFormat()):
     """``(trainer, report)``: a fresh ``neg`` adapter on ``model``, only it trainable,
     trained on the negatives with the next-token loss."""
-    if not negatives:
-        raise CuratorError("no negative rationales: NAT stage 1 trains on them")
-    report = D.EncodeReport()
-    ds = D.rationale_dataset(negatives, tokenizer, fmt, config.max_length, report)
-    model = attach_lora(model, NEG, config.lora_r, config.lora_alpha, config.lora_dropout,
-                        config.target_modules)
+    model, ds, report = _stage_inputs(model, NEG, negatives, "negative", 1, tokenizer, config, fmt)
     train_only(model, [NEG])
     collator = RationaleCollator(tokenizer.pad_token_id, config.train_on_prompt)
     return NegTrainer(model=model, args=config, train_dataset=ds, data_collator=collator), report
@@ -66,12 +74,7 @@ def build_nat_stage2(model, positives: list[dict], tokenizer, config: NATConfig,
                      fmt: D.PromptFormat = D.PromptFormat()):
     """``(trainer, report)``: on a model holding a trained ``neg`` adapter, add ``pos`` and
     the integration gates; only they are trainable (``neg`` frozen); positives, "nat" mode."""
-    if not positives:
-        raise CuratorError("no positive rationales: NAT stage 2 trains on them")
-    report = D.EncodeReport()
-    ds = D.rationale_dataset(positives, tokenizer, fmt, config.max_length, report)
-    model = attach_lora(model, POS, config.lora_r, config.lora_alpha, config.lora_dropout,
-                        config.target_modules)
+    model, ds, report = _stage_inputs(model, POS, positives, "positive", 2, tokenizer, config, fmt)
     add_gates(model, POS, GateConfig(width=config.gate_width, beta=config.gate_beta,
                                      temperature=config.gate_temperature, partner=NEG))
     train_only(model, [POS])
