@@ -36,19 +36,26 @@ def test_read_without_warehouse_says_what_to_do(db_path):
             pass
 
 
+def _migrations_dir(tmp_path, monkeypatch):
+    """A copy of the real migrations that the warehouse reads instead of its own; a test
+    adds its migration files to it."""
+    extra = tmp_path / "migrations"
+    extra.mkdir()
+    for v, name, sql in warehouse_mod.migrations():
+        (extra / f"{v:03d}_{name}.sql").write_text(sql)
+    real = warehouse_mod.contract_dir
+    monkeypatch.setattr(warehouse_mod, "contract_dir",
+                        lambda name: extra if name == "migrations" else real(name))
+    return extra
+
+
 def test_new_migration_upgrades_old_warehouse_in_place(db_path, tmp_path, monkeypatch):
     wh = Warehouse(db_path)
     wh.init()
     with wh.write() as con:
         con.execute("INSERT INTO prompts (prompt_id, template) VALUES ('x', 'keep me')")
-    extra = tmp_path / "migrations"
-    extra.mkdir()
-    for v, name, sql in warehouse_mod.migrations():
-        (extra / f"{v:03d}_{name}.sql").write_text(sql)
+    extra = _migrations_dir(tmp_path, monkeypatch)
     (extra / "999_add_note.sql").write_text("ALTER TABLE prompts ADD COLUMN note VARCHAR;")
-    real = warehouse_mod.contract_dir
-    monkeypatch.setattr(warehouse_mod, "contract_dir",
-                        lambda name: extra if name == "migrations" else real(name))
     with Warehouse(db_path).read() as con:
         assert con.execute("SELECT template, note FROM prompts").fetchall() == [("keep me", None)]
         assert scalar(con, "SELECT max(version) FROM schema_migrations") == 999
@@ -56,14 +63,8 @@ def test_new_migration_upgrades_old_warehouse_in_place(db_path, tmp_path, monkey
 
 def test_failed_migration_leaves_warehouse_unchanged(db_path, tmp_path, monkeypatch):
     Warehouse(db_path).init()
-    extra = tmp_path / "migrations"
-    extra.mkdir()
-    for v, name, sql in warehouse_mod.migrations():
-        (extra / f"{v:03d}_{name}.sql").write_text(sql)
+    extra = _migrations_dir(tmp_path, monkeypatch)
     (extra / "998_broken.sql").write_text("CREATE TABLE half (a INT); SELECT * FROM no_such_table;")
-    real = warehouse_mod.contract_dir
-    monkeypatch.setattr(warehouse_mod, "contract_dir",
-                        lambda name: extra if name == "migrations" else real(name))
     with pytest.raises(CuratorError, match="998_broken failed"):
         Warehouse(db_path).init()
     con = duckdb.connect(str(db_path), read_only=True)
@@ -106,14 +107,8 @@ def test_lock_wait_gives_up_with_a_clear_error(db_path):
 
 
 def test_migration_numbered_below_an_applied_one_is_still_applied(db_path, tmp_path, monkeypatch):
-    extra = tmp_path / "migrations"
-    extra.mkdir()
-    for v, name, sql in warehouse_mod.migrations():
-        (extra / f"{v:03d}_{name}.sql").write_text(sql)
+    extra = _migrations_dir(tmp_path, monkeypatch)
     (extra / "900_later.sql").write_text("CREATE TABLE later_one (a INT);")
-    real = warehouse_mod.contract_dir
-    monkeypatch.setattr(warehouse_mod, "contract_dir",
-                        lambda name: extra if name == "migrations" else real(name))
     Warehouse(db_path).init()
     (extra / "899_gap.sql").write_text("CREATE TABLE gap_one (a INT);")
     with Warehouse(db_path).read() as con:
