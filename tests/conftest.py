@@ -1,4 +1,5 @@
-"""Fixtures shared by every test package: temporary warehouses, the CLI, the data paths."""
+"""Fixtures shared by every test package: temporary warehouses, the CLI, the data paths,
+local teacher servers."""
 
 from __future__ import annotations
 
@@ -66,3 +67,21 @@ def pytest_collection_modifyitems(config, items):
 
 
 os.environ.setdefault("CURATOR_LOCK_TIMEOUT", "60")
+
+
+@pytest.fixture
+def serve():
+    """Start local teacher servers: ``srv = serve(latency_ms=..., ...)``."""
+    from curator.server import ServerConfig, TeacherServer
+
+    servers = []
+
+    def start(**config):
+        srv = TeacherServer(ServerConfig(**config))
+        srv.start_in_thread()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for s in servers:
+        s.stop_thread()

@@ -1,5 +1,6 @@
-"""Fixtures for the teacher tests: a local teacher server per test, warehouses with the
-demo MATH slice loaded, and keys in the environment."""
+"""Fixtures for the teacher tests: warehouses with the demo MATH slice loaded, keys in the
+environment, a price table (the local teacher server per test, ``serve``, is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,6 @@ DEMO_PROBLEMS = ROOT / "curator" / "demo" / "math_train_200.jsonl"
 DEMO_TDG = ROOT / "curator" / "demo" / "tdg_gpt4_200.jsonl.gz"
 OPENAI_KEY = "sk-test-K3yThatMustNeverBeStored0123456789"
 ANTHROPIC_KEY = "sk-ant-test-AnotherKeyNeverStored987654321"
-
-
-@pytest.fixture
-def serve():
-    """Start local teacher servers: ``srv = serve(latency_ms=..., ...)``."""
-    from curator.server import ServerConfig, TeacherServer
-
-    servers = []
-
-    def start(**config):
-        srv = TeacherServer(ServerConfig(**config))
-        srv.start_in_thread()
-        servers.append(srv)
-        return srv
-
-    yield start
-    for s in servers:
-        s.stop_thread()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 Problems: the 200 MATH train problems of curator/demo plus its 70 test problems.
 Rationales: the real GPT-4 TDG rationales for the 200 (curator/demo) and the real
-GPT-3.5-turbo ones for the first 60 (tests/export/fixtures), 2,080 in all. Verdicts come
+GPT-3.5-turbo ones for the first 60 (tests/exporting/fixtures), 2,080 in all. Verdicts come
 from a deliberately simple boxed-answer comparison (the real grader is another module):
 what matters here is that they are realistic mixes of positives and negatives. A few
 rows are turned into the awkward cases an export must handle: truncated, errored and

@@ -1,6 +1,6 @@
 """The acceptance checks on the real thing: all 120,000 TDG rationales, graded by the real
 grader, exported with the default options. Slow (it loads, imports and grades first);
-run with ``pytest -m slow tests/export/test_real_tdg.py``. Set ``CURATOR_TDG_DB`` to a
+run with ``pytest -m slow tests/exporting/test_real_tdg.py``. Set ``CURATOR_TDG_DB`` to a
 warehouse already built that way (e.g. by bench/bench_export.py --db) to skip the build.
 """
 
