@@ -217,19 +217,23 @@ def _decimal_digits(a: Answer) -> int | None:
     return None
 
 
+def _value_or_verdict(a: Answer, unparseable_rule: str):
+    """``(value, None)``, or ``(None, verdict)`` when ``a`` is too big or will not parse."""
+    try:
+        return _value(a), None
+    except TooBig:
+        return None, Verdict(UNPARSEABLE, "size-guard")
+    except Exception:
+        return None, Verdict(UNPARSEABLE, unparseable_rule)
+
+
 def scalars_equal(ref: Answer, pred: Answer, *, approx: bool = False) -> Verdict:
-    try:
-        r = _value(ref)
-    except TooBig:
-        return Verdict(UNPARSEABLE, "size-guard")
-    except Exception:
-        return Verdict(UNPARSEABLE, "reference-unparseable")
-    try:
-        p = _value(pred)
-    except TooBig:
-        return Verdict(UNPARSEABLE, "size-guard")
-    except Exception:
-        return Verdict(UNPARSEABLE, "unparseable")
+    r, bad = _value_or_verdict(ref, "reference-unparseable")
+    if bad is not None:
+        return bad
+    p, bad = _value_or_verdict(pred, "unparseable")
+    if bad is not None:
+        return bad
     return values_equal(r, p, approx_digits=_approx_digits(ref, pred) if approx else None)
 
 

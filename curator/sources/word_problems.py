@@ -99,60 +99,56 @@ def _record_name(i: int, obj, id_field: str) -> str:
     return rec
 
 
-def _require_object(obj) -> None:
-    if not isinstance(obj, dict):
-        raise BadRecord(f"expected an object, got {type(obj).__name__}")
+def _read_json_array(ctx: LoadContext, name: str, id_field: str,
+                     build: Callable[[dict, int, Path, str], Problem]) -> Iterator[Problem]:
+    """The problems of a one-JSON-array evaluation set (SVAMP, MultiArith), one element
+    each, built by ``build(obj, index, file, split)``; a bad element goes to the collector
+    named by its index and ``id_field``."""
+    f, data, line_of = _json_list(ctx, name)
+    split = ctx.fixed_split("test", name)
+    for i, obj in enumerate(data):
+        def one(obj=obj, i=i) -> Problem:
+            if not isinstance(obj, dict):
+                raise BadRecord(f"expected an object, got {type(obj).__name__}")
+            return build(obj, i, f, split)
+        p = _guard(ctx, f, None, _record_name(i, obj, id_field), obj, one,
+                   line_of=lambda i=i: line_of(i))
+        if p:
+            yield p
 
 
 def read_svamp(ctx: LoadContext) -> Iterator[Problem]:
-    f, data, line_of = _json_list(ctx, "SVAMP")
-    split = ctx.fixed_split("test", "SVAMP")
-    for i, obj in enumerate(data):
-        rec = _record_name(i, obj, "ID")
-
-        def build(obj=obj, i=i) -> Problem:
-            _require_object(obj)
-            body = text_field(obj, "Body")
-            q = text_field(obj, "Question")
-            if "Answer" not in obj:
-                raise BadRecord("missing field 'Answer'")
-            sid = obj.get("ID")
-            return Problem(dataset=ctx.dataset, split=split,
-                           question=f"{body.strip()} {q.strip()}",
-                           reference_answer=numeric_answer(obj["Answer"], "Answer"),
-                           subject=obj.get("Type"), source_id=str(sid if sid is not None else i),
-                           source_path=str(f), source_position=i,
-                           metadata={"equation": obj.get("Equation")})
-        p = _guard(ctx, f, None, rec, obj, build, line_of=lambda i=i: line_of(i))
-        if p:
-            yield p
+    def build(obj: dict, i: int, f: Path, split: str) -> Problem:
+        body = text_field(obj, "Body")
+        q = text_field(obj, "Question")
+        if "Answer" not in obj:
+            raise BadRecord("missing field 'Answer'")
+        sid = obj.get("ID")
+        return Problem(dataset=ctx.dataset, split=split,
+                       question=f"{body.strip()} {q.strip()}",
+                       reference_answer=numeric_answer(obj["Answer"], "Answer"),
+                       subject=obj.get("Type"), source_id=str(sid if sid is not None else i),
+                       source_path=str(f), source_position=i,
+                       metadata={"equation": obj.get("Equation")})
+    return _read_json_array(ctx, "SVAMP", "ID", build)
 
 
 def read_multiarith(ctx: LoadContext) -> Iterator[Problem]:
-    f, data, line_of = _json_list(ctx, "MultiArith")
-    split = ctx.fixed_split("test", "MultiArith")
-    for i, obj in enumerate(data):
-        rec = _record_name(i, obj, "iIndex")
-
-        def build(obj=obj, i=i) -> Problem:
-            _require_object(obj)
-            question = text_field(obj, "sQuestion").strip()
-            sols = obj.get("lSolutions")
-            if not isinstance(sols, list) or not sols:
-                raise BadRecord("field 'lSolutions' must be a non-empty list of numbers")
-            answers = [numeric_answer(s, "lSolutions") for s in sols]
-            sid = obj.get("iIndex")
-            return Problem(dataset=ctx.dataset, split=split, question=question,
-                           reference_answer=", ".join(answers),
-                           reference_answers=answers if len(answers) > 1 else None,
-                           source_id=str(sid if sid is not None else i), source_path=str(f),
-                           source_position=i, metadata={"equations": obj.get("lEquations")})
-        p = _guard(ctx, f, None, rec, obj, build, line_of=lambda i=i: line_of(i))
-        if p:
-            yield p
+    def build(obj: dict, i: int, f: Path, split: str) -> Problem:
+        question = text_field(obj, "sQuestion").strip()
+        sols = obj.get("lSolutions")
+        if not isinstance(sols, list) or not sols:
+            raise BadRecord("field 'lSolutions' must be a non-empty list of numbers")
+        answers = [numeric_answer(s, "lSolutions") for s in sols]
+        sid = obj.get("iIndex")
+        return Problem(dataset=ctx.dataset, split=split, question=question,
+                       reference_answer=", ".join(answers),
+                       reference_answers=answers if len(answers) > 1 else None,
+                       source_id=str(sid if sid is not None else i), source_path=str(f),
+                       source_position=i, metadata={"equations": obj.get("lEquations")})
+    return _read_json_array(ctx, "MultiArith", "iIndex", build)
 
 
-# a trailing "(apples)" is the unit; "-(1/3)" is a value: a unit has letters, no digits
 _ASDIV_UNIT = re.compile(r"^(.*?)\s*\(([^()\d]*[A-Za-z][^()\d]*)\)\s*$")
 
 
