@@ -16,38 +16,38 @@ def verdict(ref: str, pred: str, ctx: Context = Context()) -> tuple[str, str]:
     return v.outcome, v.rule
 
 
-@pytest.mark.parametrize("ref, pred, rule", [
-    ("42", "42", "exact"),
-    ("0.5", r"\frac{1}{2}", "exact"),
-    ("1000", "1,000", "exact"),
-    (r"50\%", "50", "percent"),
-    ("1, 2, 3", "3, 2, 1", "list"),
-    (r"\{1, 2\}", r"\{2, 1\}", "set"),
-    ("3:2", "6:4", "ratio"),
-    ("(A)", "A", "exact"),
-    (r"\text{Thursday}", "thursday", "exact"),
-    ("x = 5", "5", "exact"),
-    ("5", "x = 5", "exact"),
-    ("7", "2 + 5 = 7", "exact"),
-    ("1 < x < 2", "(1, 2)", "interval"),
-    (r"(-\infty, 0) \cup (1, \infty)", r"(1, \infty) \cup (-\infty, 0)", "union"),
+@pytest.mark.parametrize("ref, pred, outcome, rule", [
+    # the same value in another notation
+    ("42", "42", CORRECT, "exact"),
+    ("0.5", r"\frac{1}{2}", CORRECT, "exact"),
+    ("1000", "1,000", CORRECT, "exact"),
+    (r"50\%", "50", CORRECT, "percent"),
+    # structure: lists and sets in any order, ratios by value
+    ("1, 2, 3", "3, 2, 1", CORRECT, "list"),
+    (r"\{1, 2\}", r"\{2, 1\}", CORRECT, "set"),
+    ("3:2", "6:4", CORRECT, "ratio"),
+    # choices, words, labels and chains of equalities
+    ("(A)", "A", CORRECT, "exact"),
+    (r"\text{Thursday}", "thursday", CORRECT, "exact"),
+    ("x = 5", "5", CORRECT, "exact"),
+    ("5", "x = 5", CORRECT, "exact"),
+    ("7", "2 + 5 = 7", CORRECT, "exact"),
+    # inequalities as intervals, unions in any order
+    ("1 < x < 2", "(1, 2)", CORRECT, "interval"),
+    (r"(-\infty, 0) \cup (1, \infty)", r"(1, \infty) \cup (-\infty, 0)", CORRECT, "union"),
+    # other values, a percent is not its fraction, no rounding unless asked
+    ("42", "43", WRONG, "number"),
+    (r"50\%", "0.5", WRONG, "number"),
+    ("3.14", "3.14159", WRONG, "number"),
+    # order and brackets of intervals, other choices, nothing, undefined values
+    ("(1, 2)", "(2, 1)", WRONG, "interval"),
+    ("[0, 1)", "[0, 1]", WRONG, "interval"),
+    ("(A)", "B", WRONG, "choice"),
+    ("5", "", WRONG, "empty"),
+    ("2/0", "2/0", WRONG, "undefined"),
 ])
-def test_equal_answers_and_the_rule_that_decides(ref, pred, rule):
-    assert verdict(ref, pred) == (CORRECT, rule)
-
-
-@pytest.mark.parametrize("ref, pred, rule", [
-    ("42", "43", "number"),
-    (r"50\%", "0.5", "number"),
-    ("3.14", "3.14159", "number"),
-    ("(1, 2)", "(2, 1)", "interval"),
-    ("[0, 1)", "[0, 1]", "interval"),
-    ("(A)", "B", "choice"),
-    ("5", "", "empty"),
-    ("2/0", "2/0", "undefined"),
-])
-def test_different_answers(ref, pred, rule):
-    assert verdict(ref, pred) == (WRONG, rule)
+def test_verdict_and_the_rule_that_decides(ref, pred, outcome, rule):
+    assert verdict(ref, pred) == (outcome, rule)
 
 
 def test_a_rounding_counts_only_when_the_question_asks_for_one():
