@@ -26,9 +26,10 @@ def verdict(ref: str, pred: str, ctx: Context = Context()) -> tuple[str, str]:
     ("1, 2, 3", "3, 2, 1", CORRECT, "list"),
     (r"\{1, 2\}", r"\{2, 1\}", CORRECT, "set"),
     ("3:2", "6:4", CORRECT, "ratio"),
-    # choices, words, labels and chains of equalities
+    # choices and words
     ("(A)", "A", CORRECT, "exact"),
     (r"\text{Thursday}", "thursday", CORRECT, "exact"),
+    # a label on either side, a chain of equalities commits to its last member
     ("x = 5", "5", CORRECT, "exact"),
     ("5", "x = 5", CORRECT, "exact"),
     ("7", "2 + 5 = 7", CORRECT, "exact"),
@@ -39,9 +40,10 @@ def verdict(ref: str, pred: str, ctx: Context = Context()) -> tuple[str, str]:
     ("42", "43", WRONG, "number"),
     (r"50\%", "0.5", WRONG, "number"),
     ("3.14", "3.14159", WRONG, "number"),
-    # order and brackets of intervals, other choices, nothing, undefined values
+    # the order and brackets of an interval matter
     ("(1, 2)", "(2, 1)", WRONG, "interval"),
     ("[0, 1)", "[0, 1]", WRONG, "interval"),
+    # another choice, no answer, an undefined value (equal to nothing, itself included)
     ("(A)", "B", WRONG, "choice"),
     ("5", "", WRONG, "empty"),
     ("2/0", "2/0", WRONG, "undefined"),
