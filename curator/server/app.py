@@ -8,6 +8,12 @@ truncation, content filtering) are injected on request. Every request is logged 
 memory, served at ``GET /_curator/requests``, and optionally as JSONL) so a test can
 prove what a client did and did not ask for. The log never holds request headers, so
 an API key sent to the server is not written anywhere.
+
+This module holds the server itself (lifecycle, routing, the request log, faults and
+rate limits, the chat completions and messages endpoints, admin); the batch APIs are
+mixins by wire format: :mod:`curator.server.openai_batches` (files and batches) and
+:mod:`curator.server.anthropic_batches` (message batches), on the per-item work they share
+in :mod:`curator.server.batches`; small wire helpers are in :mod:`curator.server.wire`.
 """
 
 from __future__ import annotations
@@ -15,12 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import secrets
 import signal
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 
 import orjson
@@ -28,28 +32,14 @@ from aiohttp import web
 
 from curator.errors import CuratorError
 from curator.paths import atomic_write
+from curator.server.anthropic_batches import AnthropicMessageBatches
 from curator.server.config import FAULTS, ServerConfig
-from curator.server.responder import Completion, Library, Responder, count_tokens
+from curator.server.openai_batches import OpenAIFilesAndBatches
+from curator.server.responder import Completion, Library, Responder
+from curator.server.wire import _iso, _prompt_of, _rid
 
 SAMPLE_HEADER = "X-Curator-Sample-Ids"
 LOG_KEEP = 500_000
-
-
-def _rid(prefix: str) -> str:
-    return f"{prefix}{secrets.token_hex(12)}"
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _content_text(content) -> str:
-    """Text of a chat message's content: a string or a list of text parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
 
 
 class _Window:
@@ -91,7 +81,7 @@ def _openai_duration(s: float) -> str:
     return f"{int(m)}m{sec:.3f}s" if m else f"{sec:.3f}s"
 
 
-class TeacherServer:
+class TeacherServer(OpenAIFilesAndBatches, AnthropicMessageBatches):
     """One server instance. ``async start()`` inside a running loop, or
     :meth:`start_in_thread` from synchronous code (tests)."""
 
@@ -314,15 +304,9 @@ class TeacherServer:
             entry = self._log_start(request, dialect)
             self._log_done(entry, 400, fault="bad_json")
             return self._error(dialect, 400, "invalid_request_error", "request body is not JSON")
-        messages = body.get("messages") or []
         n = int(body.get("n") or 1) if dialect == "openai" else 1
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        prompt = _content_text(user_msgs[-1].get("content")) if user_msgs else ""
-        all_text = "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
-        if dialect == "anthropic" and body.get("system"):
-            all_text = _content_text(body["system"]) + "\n" + all_text
-        prompt_tokens = count_tokens(all_text)
+        prompt, prompt_tokens = _prompt_of(body, dialect)
         entry = self._log_start(request, dialect, model=body.get("model"), n=n,
                                 max_tokens=max_tokens)
 
@@ -444,263 +428,6 @@ class TeacherServer:
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": "teacher", "object": "model", "created": 0, "owned_by": "curator"}]})
-
-    # -- batch item processing (both dialects) -------------------------------------
-
-    def _batch_item_fault(self) -> str:
-        if self.config.batch_item_faults:
-            return self.config.batch_item_faults.pop(0)
-        if self.config.batch_item_error_rate and self.rng.random() < self.config.batch_item_error_rate:
-            return "error"
-        return "ok"
-
-    def _complete_body(self, body: dict, dialect: str) -> tuple[dict, str]:
-        messages = body.get("messages") or []
-        user_msgs = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-        prompt = _content_text(user_msgs[-1].get("content")) if user_msgs else ""
-        all_text = "\n".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
-        if dialect == "anthropic" and body.get("system"):
-            all_text = _content_text(body["system"]) + "\n" + all_text
-        prompt_tokens = count_tokens(all_text)
-        n = min(int(body.get("n") or 1), self.config.n_max) if dialect == "openai" else 1
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-        try:
-            _, comps = self.responder.respond(prompt, n, max_tokens)
-        except CuratorError as exc:      # a programmatic teacher that cannot answer
-            comps = [Completion(f"error: {exc}", "stop", 0, False)]
-        ctoks = sum(c.completion_tokens for c in comps)
-        if dialect == "openai":
-            return {"id": _rid("chatcmpl-"), "object": "chat.completion",
-                    "created": int(time.time()), "model": body.get("model"),
-                    "choices": [{"index": i, "logprobs": None, "finish_reason": c.finish_reason,
-                                 "message": {"role": "assistant", "content": c.text, "refusal": None}}
-                                for i, c in enumerate(comps)],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": ctoks,
-                              "total_tokens": prompt_tokens + ctoks}}, _rid("req_")
-        c = comps[0]
-        return {"id": _rid("msg_"), "type": "message", "role": "assistant",
-                "model": body.get("model"),
-                "stop_reason": "max_tokens" if c.finish_reason == "length" else "end_turn",
-                "stop_sequence": None, "content": [{"type": "text", "text": c.text}],
-                "usage": {"input_tokens": prompt_tokens, "output_tokens": ctoks}}, _rid("req_")
-
-    # -- OpenAI files and batches --------------------------------------------------
-
-    def _file_object(self, f: dict) -> dict:
-        return {"id": f["id"], "object": "file", "bytes": len(f["data"]),
-                "created_at": f["created_at"], "filename": f["filename"],
-                "purpose": f["purpose"], "status": "processed", "expires_at": None,
-                "status_details": None}
-
-    def _new_file(self, data: bytes, filename: str, purpose: str) -> dict:
-        f = {"id": _rid("file-"), "data": data, "filename": filename, "purpose": purpose,
-             "created_at": int(time.time())}
-        self.files[f["id"]] = f
-        return f
-
-    async def file_upload(self, request: web.Request) -> web.Response:
-        form = await request.post()
-        up = form.get("file")
-        if up is None or not hasattr(up, "file"):
-            return self._error("openai", 400, "invalid_request_error", "missing file")
-        f = self._new_file(up.file.read(), up.filename or "upload.jsonl",
-                           str(form.get("purpose", "batch")))
-        self._log_done(self._log_start(request, "file_upload"), 200, file_id=f["id"],
-                       bytes=len(f["data"]))
-        return web.json_response(self._file_object(f))
-
-    async def file_get(self, request: web.Request) -> web.Response:
-        f = self.files.get(request.match_info["file_id"])
-        if f is None:
-            return self._error("openai", 404, "not_found", "no such file")
-        return web.json_response(self._file_object(f))
-
-    async def file_content(self, request: web.Request) -> web.Response:
-        f = self.files.get(request.match_info["file_id"])
-        if f is None:
-            return self._error("openai", 404, "not_found", "no such file")
-        return web.Response(body=f["data"], content_type="application/octet-stream")
-
-    def _batch_object(self, b: dict) -> dict:
-        keys = ("id", "object", "endpoint", "input_file_id", "completion_window", "status",
-                "output_file_id", "error_file_id", "created_at", "in_progress_at",
-                "expires_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
-                "cancelled_at", "finalizing_at", "request_counts", "metadata", "errors")
-        return {k: b.get(k) for k in keys}
-
-    async def batch_create(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        f = self.files.get(body.get("input_file_id"))
-        if f is None:
-            return self._error("openai", 400, "invalid_request_error",
-                               f"input file {body.get('input_file_id')} not found")
-        try:
-            lines = [orjson.loads(x) for x in f["data"].splitlines() if x.strip()]
-        except orjson.JSONDecodeError:
-            return self._error("openai", 400, "invalid_request_error", "input file is not JSONL")
-        now = int(time.time())
-        b = {"id": _rid("batch_"), "object": "batch", "endpoint": body.get("endpoint"),
-             "input_file_id": f["id"], "completion_window": body.get("completion_window", "24h"),
-             "status": "validating", "created_at": now, "expires_at": now + 86400,
-             "metadata": body.get("metadata"), "errors": None,
-             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
-             "_lines": lines, "_cancel": False}
-        self.batches[b["id"]] = b
-        self._log_done(self._log_start(request, "batch_create"), 200, batch_id=b["id"],
-                       items=len(lines))
-        self._spawn(self._run_openai_batch(b))
-        return web.json_response(self._batch_object(b))
-
-    async def _run_openai_batch(self, b: dict) -> None:
-        b["status"], b["in_progress_at"] = "in_progress", int(time.time())
-        await asyncio.sleep(self.config.batch_delay_s)
-        out, err = [], []
-        expired = False
-        for line in b["_lines"]:
-            cid = line.get("custom_id")
-            if b["_cancel"]:
-                break
-            fault = "expired" if expired else self._batch_item_fault()
-            self._append_log({"seq": self.log_base + len(self.log), "t": time.time(), "kind": "batch_item",
-                             "batch_id": b["id"], "custom_id": cid, "fault": fault})
-            if fault == "expired":
-                expired = True
-                err.append({"id": _rid("batch_req_"), "custom_id": cid, "response": None,
-                            "error": {"code": "batch_expired", "message": "This request could "
-                                      "not be executed before the completion window expired."}})
-            elif fault == "error":
-                err.append({"id": _rid("batch_req_"), "custom_id": cid,
-                            "response": {"status_code": 500, "request_id": _rid("req_"),
-                                         "body": {"error": {"message": "server error (injected)",
-                                                            "type": "server_error"}}},
-                            "error": None})
-            else:
-                payload, rid = self._complete_body(line.get("body") or {}, "openai")
-                out.append({"id": _rid("batch_req_"), "custom_id": cid,
-                            "response": {"status_code": 200, "request_id": rid, "body": payload},
-                            "error": None})
-        now = int(time.time())
-        if out:
-            b["output_file_id"] = self._new_file(b"".join(orjson.dumps(x) + b"\n" for x in out),
-                                                 "batch_output.jsonl", "batch_output")["id"]
-        if err:
-            b["error_file_id"] = self._new_file(b"".join(orjson.dumps(x) + b"\n" for x in err),
-                                                "batch_errors.jsonl", "batch_output")["id"]
-        b["request_counts"] = {"total": len(b["_lines"]), "completed": len(out), "failed": len(err)}
-        if b["_cancel"]:
-            b["status"], b["cancelled_at"] = "cancelled", now
-        elif expired:
-            b["status"], b["expired_at"] = "expired", now
-        else:
-            b["finalizing_at"] = now
-            b["status"], b["completed_at"] = "completed", now
-
-    async def batch_list(self, request: web.Request) -> web.Response:
-        # newest first, like the real API; one page is enough for a local server
-        data = [self._batch_object(b) for b in reversed(self.batches.values())]
-        return web.json_response({"object": "list", "data": data, "has_more": False,
-                                  "first_id": data[0]["id"] if data else None,
-                                  "last_id": data[-1]["id"] if data else None})
-
-    async def batch_get(self, request: web.Request) -> web.Response:
-        b = self.batches.get(request.match_info["batch_id"])
-        if b is None:
-            return self._error("openai", 404, "not_found", "no such batch")
-        return web.json_response(self._batch_object(b))
-
-    async def batch_cancel(self, request: web.Request) -> web.Response:
-        b = self.batches.get(request.match_info["batch_id"])
-        if b is None:
-            return self._error("openai", 404, "not_found", "no such batch")
-        if b["status"] in ("validating", "in_progress"):
-            b["_cancel"] = True
-            b["status"], b["cancelling_at"] = "cancelling", int(time.time())
-        self._log_done(self._log_start(request, "batch_cancel"), 200, batch_id=b["id"])
-        return web.json_response(self._batch_object(b))
-
-    # -- Anthropic message batches -------------------------------------------------
-
-    def _message_batch_object(self, b: dict) -> dict:
-        keys = ("id", "type", "processing_status", "request_counts", "ended_at", "created_at",
-                "expires_at", "archived_at", "cancel_initiated_at", "results_url")
-        return {k: b.get(k) for k in keys}
-
-    async def message_batch_create(self, request: web.Request) -> web.Response:
-        body = orjson.loads(await request.read())
-        reqs = body.get("requests") or []
-        now = time.time()
-        b = {"id": _rid("msgbatch_"), "type": "message_batch", "processing_status": "in_progress",
-             "request_counts": {"processing": len(reqs), "succeeded": 0, "errored": 0,
-                                "canceled": 0, "expired": 0},
-             "ended_at": None, "created_at": _iso(now), "expires_at": _iso(now + 86400),
-             "archived_at": None, "cancel_initiated_at": None, "results_url": None,
-             "_requests": reqs, "_cancel": False, "_results": b""}
-        self.message_batches[b["id"]] = b
-        self._log_done(self._log_start(request, "message_batch_create"), 200, batch_id=b["id"],
-                       items=len(reqs))
-        self._spawn(self._run_message_batch(b, f"{request.scheme}://{request.host}"))
-        return web.json_response(self._message_batch_object(b))
-
-    async def _run_message_batch(self, b: dict, base: str) -> None:
-        await asyncio.sleep(self.config.batch_delay_s)
-        counts = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0}
-        lines = []
-        expired = False
-        for r in b["_requests"]:
-            cid = r.get("custom_id")
-            if b["_cancel"]:
-                counts["canceled"] += 1
-                lines.append({"custom_id": cid, "result": {"type": "canceled"}})
-                continue
-            fault = "expired" if expired else self._batch_item_fault()
-            self._append_log({"seq": self.log_base + len(self.log), "t": time.time(), "kind": "batch_item",
-                             "batch_id": b["id"], "custom_id": cid, "fault": fault})
-            if fault == "expired":
-                expired = True
-                counts["expired"] += 1
-                lines.append({"custom_id": cid, "result": {"type": "expired"}})
-            elif fault == "error":
-                counts["errored"] += 1
-                lines.append({"custom_id": cid, "result": {"type": "errored", "error": {
-                    "type": "error", "error": {"type": "api_error",
-                                               "message": "server error (injected)"}}}})
-            else:
-                payload, _ = self._complete_body(r.get("params") or {}, "anthropic")
-                counts["succeeded"] += 1
-                lines.append({"custom_id": cid, "result": {"type": "succeeded", "message": payload}})
-        b["_results"] = b"".join(orjson.dumps(x) + b"\n" for x in lines)
-        b["request_counts"] = counts
-        b["processing_status"], b["ended_at"] = "ended", _iso(time.time())
-        b["results_url"] = f"{base}/v1/messages/batches/{b['id']}/results"
-
-    async def message_batch_list(self, request: web.Request) -> web.Response:
-        data = [self._message_batch_object(b) for b in reversed(self.message_batches.values())]
-        return web.json_response({"data": data, "has_more": False,
-                                  "first_id": data[0]["id"] if data else None,
-                                  "last_id": data[-1]["id"] if data else None})
-
-    async def message_batch_get(self, request: web.Request) -> web.Response:
-        b = self.message_batches.get(request.match_info["batch_id"])
-        if b is None:
-            return self._error("anthropic", 404, "not_found_error", "no such batch")
-        return web.json_response(self._message_batch_object(b))
-
-    async def message_batch_cancel(self, request: web.Request) -> web.Response:
-        b = self.message_batches.get(request.match_info["batch_id"])
-        if b is None:
-            return self._error("anthropic", 404, "not_found_error", "no such batch")
-        if b["processing_status"] == "in_progress":
-            b["_cancel"] = True
-            b["processing_status"] = "canceling"
-            b["cancel_initiated_at"] = _iso(time.time())
-        self._log_done(self._log_start(request, "message_batch_cancel"), 200, batch_id=b["id"])
-        return web.json_response(self._message_batch_object(b))
-
-    async def message_batch_results(self, request: web.Request) -> web.Response:
-        b = self.message_batches.get(request.match_info["batch_id"])
-        if b is None or b["processing_status"] != "ended":
-            return self._error("anthropic", 404, "not_found_error", "results not available")
-        return web.Response(body=b["_results"], content_type="application/binary")
 
     # -- admin ---------------------------------------------------------------------
 
