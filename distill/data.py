@@ -330,6 +330,13 @@ def encode(tokenizer, fmt: PromptFormat, question: str, rationale: str, max_leng
     (the completion's tail is cut; None when the prompt alone does not fit)."""
     prompt = fmt.prompt_ids(tokenizer, question)
     completion = fmt.completion_ids(tokenizer, question, rationale)
+    return _fit(prompt, completion, max_length, report)
+
+
+def _fit(prompt: list[int], completion: list[int], max_length: int,
+         report: EncodeReport | None) -> dict | None:
+    """``prompt + completion`` cut to ``max_length`` tokens and counted on ``report``; None
+    when the prompt alone does not fit."""
     if len(prompt) >= max_length:
         if report:
             report.dropped_prompt_too_long += 1
@@ -362,20 +369,7 @@ def encode_many(tokenizer, fmt: PromptFormat, items: list[tuple[str, str]], max_
         part = items[s:s + chunk]
         comps = tokenizer([r for _, r in part], add_special_tokens=False)["input_ids"]
         for (q, _), comp in zip(part, comps):
-            prompt = prompts[q]
-            if len(prompt) >= max_length:
-                if report:
-                    report.dropped_prompt_too_long += 1
-                out.append(None)
-                continue
-            ids = prompt + comp + [tokenizer.eos_token_id]
-            if len(ids) > max_length:
-                ids = ids[:max_length]
-                if report:
-                    report.truncated += 1
-            if report:
-                report.encoded += 1
-            out.append({"input_ids": ids, "prompt_length": len(prompt)})
+            out.append(_fit(prompts[q], comp + [tokenizer.eos_token_id], max_length, report))
     return out
 
 
@@ -390,19 +384,33 @@ def rationale_dataset(records: list[dict], tokenizer, fmt: PromptFormat, max_len
     """One row per rationale: ``input_ids``, ``prompt_length``, ``is_negative``. Used by
     SFT (positives), NAT stage 1 (negatives) and 2 (positives), MIX, NT and UL (both)."""
     import datasets
-    rows = {"input_ids": [], "prompt_length": [], "is_negative": []}
+    rows = encoded_rows(records, tokenizer, fmt, max_length, report,
+                        {"is_negative": lambda r, _: r["label"] == "negative"},
+                        "the selection is empty")
+    return datasets.Dataset.from_dict(rows)
+
+
+def encoded_rows(records: list[dict], tokenizer, fmt: PromptFormat, max_length: int,
+                 report: EncodeReport | None, columns: dict, or_else: str) -> dict[str, list]:
+    """The columns of a rationale dataset: ``input_ids`` and ``prompt_length`` of every
+    record that fits (:func:`encode_many`), and per ``columns`` entry ``name: f`` the value
+    ``f(record, index among the kept rows)``. None fitting is an error that ends with
+    ``or_else`` (the other reason there may be nothing to train on)."""
+    rows: dict[str, list] = {"input_ids": [], "prompt_length": [], **{c: [] for c in columns}}
     encoded = encode_many(tokenizer, fmt, [(r["question"], r["rationale"]) for r in records],
                           max_length, report)
     for r, enc in zip(records, encoded):
         if enc is None:
             continue
+        kept = len(rows["input_ids"])
         rows["input_ids"].append(enc["input_ids"])
         rows["prompt_length"].append(enc["prompt_length"])
-        rows["is_negative"].append(r["label"] == "negative")
+        for c, f in columns.items():
+            rows[c].append(f(r, kept))
     if not rows["input_ids"]:
         raise CuratorError("no trainable rationales: every prompt is longer than --max-length "
-                           "or the selection is empty")
-    return datasets.Dataset.from_dict(rows)
+                           f"or {or_else}")
+    return rows
 
 
 def group_dataset(records: list[dict], tokenizer, fmt: PromptFormat, max_length: int,

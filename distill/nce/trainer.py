@@ -67,25 +67,15 @@ def nce_dataset(records: list[dict], tokenizer, fmt: D.PromptFormat, max_length:
     """One row per positive rationale: ``input_ids``, ``prompt_length``, ``sample_id`` and
     ``row`` (its index, which the collator passes on so betas can be matched to samples)."""
     import datasets
-    rows = {"input_ids": [], "prompt_length": [], "sample_id": [], "row": []}
     seen: set[str] = set()
     for r in records:
         if r["sample_id"] in seen:
             raise CuratorError(f"sample_id {r['sample_id']} occurs twice in the export; "
                                f"betas are keyed by it")
         seen.add(r["sample_id"])
-    encoded = D.encode_many(tokenizer, fmt, [(r["question"], r["rationale"]) for r in records],
-                            max_length, report)
-    for r, enc in zip(records, encoded):
-        if enc is None:
-            continue
-        rows["input_ids"].append(enc["input_ids"])
-        rows["prompt_length"].append(enc["prompt_length"])
-        rows["sample_id"].append(r["sample_id"])
-        rows["row"].append(len(rows["row"]))
-    if not rows["input_ids"]:
-        raise CuratorError("no trainable rationales: every prompt is longer than --max-length "
-                           "or there are no positives")
+    rows = D.encoded_rows(records, tokenizer, fmt, max_length, report,
+                          {"sample_id": lambda r, _: r["sample_id"], "row": lambda _, kept: kept},
+                          "there are no positives")
     return datasets.Dataset.from_dict(rows)
 
 
