@@ -20,7 +20,7 @@ import typer
 from curator.cli_common import (DbOption, ReportFormat, ReportFormatOption, TableFormatOption,
                                 console, emit_json, err_console, note, open_warehouse, warn,
                                 wrote_to)
-from curator.errors import CuratorError
+from curator.errors import CuratorError, run_cli
 from curator.output import Format, render
 
 app = typer.Typer(
@@ -290,14 +290,7 @@ _exporting.register(app)
 
 
 def main() -> None:
-    try:
-        app()
-    except CuratorError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("interrupted; everything committed so far is kept")
-        sys.exit(130)
+    run_cli(app, err_console, "interrupted; everything committed so far is kept")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class CuratorError(Exception):
     """An error caused by input or environment, with a message that says what to do."""
@@ -26,3 +29,21 @@ class InputError(CuratorError):
 
 class WarehouseBusy(CuratorError):
     """Another process held the warehouse lock for longer than we were willing to wait."""
+
+
+def run_cli(app: Callable[[], object], console, interrupted: str,
+            cleanup: Callable[[], None] | None = None) -> None:
+    """Run a Typer ``app`` as a console script: a :class:`CuratorError` is printed on
+    ``console`` without a traceback (exit 2), Ctrl-C prints ``interrupted`` (exit 130);
+    ``cleanup`` runs last whatever happened."""
+    try:
+        app()
+    except CuratorError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print(interrupted)
+        sys.exit(130)
+    finally:
+        if cleanup is not None:
+            cleanup()

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from curator.errors import CuratorError
+from curator.errors import CuratorError, run_cli
 from distill import cli_asc, cli_pretrain
 from distill.cli_options import (Base, Chat, Data, Out, Seed, Split, Template, Training,
                                  console, device_option, guard_out, prompt_format,
@@ -294,16 +294,7 @@ def shutdown_process_group() -> None:
 
 
 def main() -> None:
-    try:
-        app()
-    except CuratorError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted; files written so far are kept")
-        sys.exit(130)
-    finally:
-        shutdown_process_group()
+    run_cli(app, console, "interrupted; files written so far are kept", shutdown_process_group)
 
 
 if __name__ == "__main__":
