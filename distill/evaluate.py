@@ -39,6 +39,7 @@ from curator.durable import append_jsonl_durable
 from curator.durable import read_jsonl_durable as read_jsonl
 from curator.errors import CuratorError
 from distill.asc.voting import Candidate, rules_for, vote_all
+from distill.sampling import SamplingConfig
 
 # The MATH subjects in the paper's column order; other subjects (or datasets without one)
 # follow alphabetically.
@@ -55,14 +56,12 @@ REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """How rationales are sampled and which rules are reported."""
+class EvalConfig(SamplingConfig):
+    """How rationales are sampled and which rules are reported (the sampling settings
+    of :class:`SamplingConfig`, in its field order, with eval's defaults)."""
     samples: int = 16
-    max_new_tokens: int = 512
     temperature: float = 0.7
-    top_p: float = 1.0
     batch_size: int = 32
-    seed: int = 0
     greedy: bool = True          # one extra greedy rationale per problem (rule "greedy")
     limit: int | None = None     # only the first N problems
     asc_weight: str = "s"        # the ASC weighting shown as "ASC" in summaries
@@ -112,7 +111,7 @@ def sample(model, tokenizer, fmt, problems: list[dict], cfg: EvalConfig, name: s
            ) -> tuple[int, float]:
     """Sample what ``samples.jsonl`` / ``greedy.jsonl`` still miss; returns (new
     rationales, seconds)."""
-    from distill.generate import SamplingConfig, generate
+    from distill.generate import generate
 
     start = time.perf_counter()
     # Problems with prompts of similar length share batches: less left padding to

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -25,16 +24,7 @@ from distill.adapters import adapter_mode
 from distill.collate import build_batch
 from distill.data import PromptFormat
 from distill.losses import token_logprobs
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    samples: int = 1
-    max_new_tokens: int = 512
-    temperature: float = 1.0
-    top_p: float = 1.0
-    batch_size: int = 16
-    seed: int = 0
+from distill.sampling import SamplingConfig
 
 
 def stop_ids(model, tokenizer) -> list[int]:
