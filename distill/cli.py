@@ -21,9 +21,9 @@ import typer
 
 from curator.errors import CuratorError, run_cli
 from distill import cli_asc, cli_pretrain
-from distill.cli_options import (Base, Chat, Data, Out, Seed, Split, Template, Training,
-                                 console, device_option, guard_out, prompt_format,
-                                 report, training_command)
+from distill.cli_options import (Base, Chat, Data, MaxNewTokens, Mode, Out, Problems, Seed,
+                                 Split, Template, TopP, Training, console, device_option,
+                                 guard_out, prompt_format, report, training_command)
 from distill.knobs import METHODS
 
 app = typer.Typer(
@@ -228,14 +228,14 @@ def nce(
 @app.command()
 def generate(
     base: Base,
-    data: Annotated[Path, typer.Option("--data", help="Problems: `curator export-eval` output (an export file works too).")],
+    data: Problems,
     out: Annotated[Path, typer.Option("--out", help="JSONL file to append samples to (re-running resumes).")],
     adapter: Annotated[Optional[Path], typer.Option("--adapter", help="Output directory of `distill train` or `distill nat` (omit: the base model alone).")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="NAT outputs: nat (default), pos, neg or base; other adapters: default or base.")] = None,
+    mode: Mode = None,
     samples: Annotated[int, typer.Option("--samples", help="Rationales per problem.")] = 1,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest rationale, in tokens.")] = 512,
+    max_new_tokens: MaxNewTokens = 512,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (0: greedy).")] = 1.0,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 1.0,
+    top_p: TopP = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences sampled together.")] = 16,
     seed: Seed = 0,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,

@@ -58,14 +58,14 @@ def ranker(
 
 def eval_(
     base_model: base.Base,
-    data: Annotated[Path, typer.Option("--data", help="Problems: `curator export-eval` output (an export file works too).")],
+    data: base.Problems,
     out: Annotated[Path, typer.Option("--out", help="Directory for samples, grades, votes and the report (re-running resumes).")],
     adapter: Annotated[Optional[Path], typer.Option("--adapter", help="Output directory of `distill train`, `nat` or `nce` (omit: the base model).")] = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="NAT outputs: nat (default), pos, neg or base; other adapters: default or base.")] = None,
+    mode: base.Mode = None,
     samples: Annotated[int, typer.Option("--samples", help="Rationales sampled per problem (k; the paper used 16).")] = 16,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Longest rationale, in tokens.")] = 512,
+    max_new_tokens: base.MaxNewTokens = 512,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature (0: greedy, and k identical samples).")] = 0.7,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")] = 1.0,
+    top_p: base.TopP = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Sequences sampled (and scored) together.")] = 32,
     seed: base.Seed = 0,
     greedy: Annotated[bool, typer.Option("--greedy/--no-greedy", help="Also decode one greedy rationale per problem (the 'greedy' rule).")] = True,

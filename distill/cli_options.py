@@ -52,6 +52,11 @@ SaveSteps = Annotated[Optional[int], typer.Option("--save-steps", show_default="
 ReportTo = Annotated[str, typer.Option("--report-to", help="Experiment tracker: none, tensorboard (OUT/runs), wandb, trackio or mlflow (file store in OUT/mlruns); see docs/distill.md.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in OUT: finished stages are kept, the others continue from their last checkpoint; a finished run is kept as it is.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Train again from step 0 into an OUT that holds a finished run (replacing it) or an interrupted one (its checkpoints are removed).")]
+# sampling (`distill generate`, `distill eval`)
+Problems = Annotated[Path, typer.Option("--data", help="Problems: `curator export-eval` output (an export file works too).")]
+Mode = Annotated[Optional[str], typer.Option("--mode", help="NAT outputs: nat (default), pos, neg or base; other adapters: default or base.")]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest rationale, in tokens.")]
+TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
 
 
 def guard_out(out: Path, resume: bool, overwrite: bool) -> bool:
