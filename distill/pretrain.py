@@ -129,10 +129,9 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(),
     """Build a digit tokenizer and a random Llama of ``cfg``'s shape, pre-train it on the
     arithmetic corpus, and save both to ``out`` (loadable as a ``--base``)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from distill.data import DEFAULT_TEMPLATE, PromptFormat
-    from distill.tiny import TinyShape, build_tokenizer
+    from distill.tiny import TinyShape, build_tokenizer, random_llama
 
     cfg.check()
     out = Path(out)
@@ -146,15 +145,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(),
     shape = TinyShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
                       kv_heads=cfg.kv_heads, intermediate=cfg.intermediate, vocab=cfg.vocab,
                       max_positions=max(256, cfg.max_length), digits=True)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=shape.max_positions,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
-    torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(config)
+    model = random_llama(shape, tokenizer, cfg.seed)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]

@@ -82,13 +82,27 @@ def build_tokenizer(texts: list[str], vocab_size: int = 2048, digits: bool = Fal
         chat_template=CHAT_TEMPLATE, model_max_length=2048)
 
 
+def random_llama(shape: TinyShape, tokenizer, seed: int):
+    """A randomly initialised ``LlamaForCausalLM`` of ``shape`` over ``tokenizer``'s
+    vocabulary (tied embeddings, the tokenizer's pad/bos/eos ids), seeded with ``seed``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
+        max_position_embeddings=shape.max_positions,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
 def init_tiny(out: str | Path, shape: TinyShape = TinyShape(), seed: int = 0,
               texts: list[str] | None = None) -> Path:
     """Write a tiny random ``LlamaForCausalLM`` and its tokenizer to ``out`` (a directory
     that ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer`` load)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from curator.errors import CuratorError
 
     if shape.heads % shape.kv_heads:
@@ -101,15 +115,7 @@ def init_tiny(out: str | Path, shape: TinyShape = TinyShape(), seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(texts if texts is not None else demo_texts(), shape.vocab,
                                 digits=shape.digits)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=shape.hidden,
-        intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
-        max_position_embeddings=shape.max_positions,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = random_llama(shape, tokenizer, seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
