@@ -77,6 +77,13 @@ def _cell(iv: dict | None, signed: bool = False) -> str:
     return head if iv["half"] is None else f"{head} ± {100 * iv['half']:.2f}"
 
 
+def _method_table(title: str, columns: list[str], rows: list[tuple[str, list[str]]]) -> list[str]:
+    """A titled Markdown table: a method column, then ``columns`` of right-aligned cells."""
+    return (["", title, "", "| method | " + " | ".join(columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+            + [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows])
+
+
 def markdown_aggregate(t: dict) -> str:
     from distill.evaluate import RULE_TITLES
     seeds = ", ".join(str(x) for x in t["seeds"])
@@ -113,30 +120,23 @@ def markdown_aggregate(t: dict) -> str:
                          + (" – | – |" if ref else ""))
         levels = s["levels"]
         if levels:
-            lines += ["", f"By level on {name} (All within each level):", "",
-                      "| method | " + " | ".join(f"L{lv}" for lv in levels) + " |",
-                      "|---|" + "---:|" * len(levels)]
-            for m in t["methods"]:
-                row = s["rows"].get(m)
-                if row is not None:
-                    lines.append(f"| {TITLES[m]} | "
-                                 + " | ".join(_cell(row["by_level"].get(lv)) for lv in levels) + " |")
+            by_level = [(TITLES[m], [_cell(row["by_level"].get(lv)) for lv in levels])
+                        for m in t["methods"] if (row := s["rows"].get(m)) is not None]
             if tset:
-                lines.append(f"| teacher {t['teacher']['model']} | " + " | ".join(
+                by_level.append((f"teacher {t['teacher']['model']}", [
                     _cell({"mean": tset["by_level"][lv], "half": None})
-                    if tset["by_level"].get(lv) is not None else "–" for lv in levels) + " |")
+                    if tset["by_level"].get(lv) is not None else "–" for lv in levels]))
+            columns = [f"L{lv}" for lv in levels]
+            lines += _method_table(f"By level on {name} (All within each level):", columns,
+                                   by_level)
             if ref:
-                lines += ["", f"By level on {name}, Δ vs CoT KD (paired over seeds):", "",
-                          "| method | " + " | ".join(f"L{lv}" for lv in levels) + " |",
-                          "|---|" + "---:|" * len(levels)]
-                for m in t["methods"]:
-                    row = s["rows"].get(m)
-                    if row is not None and row.get("vs_reference"):
-                        lines.append(f"| {TITLES[m]} | " + " | ".join(
-                            _cell(row["vs_reference"]["by_level"].get(lv), True) for lv in levels) + " |")
-        lines += ["", f"Every seed on {name} (Avg):", "",
-                  "| method | " + " | ".join(f"seed {x}" for x in t["seeds"]) + " |",
-                  "|---|" + "---:|" * len(t["seeds"])]
+                lines += _method_table(
+                    f"By level on {name}, Δ vs CoT KD (paired over seeds):", columns,
+                    [(TITLES[m], [_cell(row["vs_reference"]["by_level"].get(lv), True)
+                                  for lv in levels])
+                     for m in t["methods"]
+                     if (row := s["rows"].get(m)) is not None and row.get("vs_reference")])
+        per_seed = []
         for m in t["methods"]:
             row = s["rows"].get(m)
             if row is None:
@@ -147,7 +147,9 @@ def markdown_aggregate(t: dict) -> str:
             else:
                 cells = [_cell({"mean": ps[str(x)]["avg"], "half": None}) if str(x) in ps else "–"
                          for x in t["seeds"]]
-            lines.append(f"| {TITLES[m]} | " + " | ".join(cells) + " |")
+            per_seed.append((TITLES[m], cells))
+        lines += _method_table(f"Every seed on {name} (Avg):", [f"seed {x}" for x in t["seeds"]],
+                               per_seed)
         lines.append("")
     if t.get("teacher"):
         lines += teacher_markdown(t["teacher"])
