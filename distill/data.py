@@ -359,17 +359,24 @@ def encode_many(tokenizer, fmt: PromptFormat, items: list[tuple[str, str]], max_
     if fmt.chat:
         return [encode(tokenizer, fmt, q, r, max_length, report) for q, r in items]
     questions = list(dict.fromkeys(q for q, _ in items))
-    prompts: dict[str, list[int]] = {}
+    prompts: dict[str, tuple[list[int], str, str]] = {}   # question -> (ids, body, space)
     for s in range(0, len(questions), chunk):
         part = questions[s:s + chunk]
-        ids = tokenizer([render_prompt(fmt.template, q) for q in part])["input_ids"]
-        prompts.update(zip(part, ids))
+        plain = [fmt.plain_prompt(q) for q in part]
+        ids = tokenizer([body for body, _ in plain])["input_ids"]
+        prompts.update((q, (i, body, space)) for q, i, (body, space) in zip(part, ids, plain))
     out: list[dict | None] = []
     for s in range(0, len(items), chunk):
         part = items[s:s + chunk]
-        comps = tokenizer([r for _, r in part], add_special_tokens=False)["input_ids"]
-        for (q, _), comp in zip(part, comps):
-            out.append(_fit(prompts[q], comp + [tokenizer.eos_token_id], max_length, report))
+        # the joined text, as PromptFormat.completion_ids tokenises it (one call per chunk)
+        joined = tokenizer([prompts[q][1] + prompts[q][2] + r for q, r in part])["input_ids"]
+        for (q, r), full in zip(part, joined):
+            prompt = prompts[q][0]
+            if full[:len(prompt)] == prompt:
+                comp = full[len(prompt):] + [tokenizer.eos_token_id]
+            else:   # a tokeniser that merges across the boundary
+                comp = fmt.completion_ids(tokenizer, q, r)
+            out.append(_fit(prompt, comp, max_length, report))
     return out
 
 

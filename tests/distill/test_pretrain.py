@@ -8,7 +8,7 @@ import pytest
 
 from curator import synthetic as S
 from curator.errors import CuratorError
-from distill.data import PromptFormat, encode
+from distill.data import EncodeReport, PromptFormat, encode, encode_many
 
 TEXTS = [f"Question: What is {p.a} - {p.b}?\nAnswer: {S.rationale(p)}"
          for p in S.generate("subtraction", 60, seed=0)] + ["Numbers 12345 and 678 go."] * 5
@@ -54,6 +54,23 @@ def test_prompt_and_completion_tokenise_as_the_joined_text(which, template, requ
         # what a student generates after the prompt decodes back to the rationale
         completion = enc["input_ids"][len(prompt):-1]
         assert fmt.completion_text(tok.decode(completion, skip_special_tokens=True)) == rationale
+
+
+@pytest.mark.parametrize("which", ["digit", "bpe"])
+@pytest.mark.parametrize("template", ["Question: {question}\nAnswer: ", "Q: {question}\nA:",
+                                      "{question}\n\n"])
+def test_batched_encoding_gives_the_same_ids_as_encode(which, template, request):
+    """encode_many (what training uses) and encode (one at a time) agree token for token,
+    the prompt/rationale boundary and the cut at max_length included."""
+    tok = request.getfixturevalue(f"{which}_tokenizer")
+    fmt = PromptFormat(template=template)
+    items = [(p.question, S.rationale(p)) for p in S.generate("subtraction", 8, seed=2)]
+    items += [(items[0][0], "a second rationale of the same question")]
+    for max_length in (4096, 40):
+        one, many = EncodeReport(), EncodeReport()
+        expected = [encode(tok, fmt, q, r, max_length, one) for q, r in items]
+        assert encode_many(tok, fmt, items, max_length, many, chunk=3) == expected
+        assert (one.encoded, one.truncated) == (many.encoded, many.truncated)
 
 
 def test_the_old_boundary_differs_from_joined_text(bpe_tokenizer):
