@@ -283,12 +283,19 @@ class PromptFormat:
                                    "as a prefix of the conversation; use --prompt-template")
             return tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
         body, space = self.plain_prompt(question)
-        prompt = tokenizer(body)["input_ids"]
-        joined = tokenizer(body + space + rationale)["input_ids"]
+        return self.after_prompt(tokenizer, tokenizer(body)["input_ids"],
+                                 tokenizer(body + space + rationale)["input_ids"],
+                                 space + rationale)
+
+    @staticmethod
+    def after_prompt(tokenizer, prompt: list[int], joined: list[int], tail: str) -> list[int]:
+        """The completion's ids (and EOS) from the ids of the joined text: what follows the
+        prompt's ids, or, for a tokeniser that merges across the boundary, ``tail`` (the
+        prompt's trailing whitespace and the rationale) tokenised alone."""
         if joined[:len(prompt)] == prompt:
             ids = joined[len(prompt):]
-        else:   # a tokeniser that merges across the boundary: the closest we can do
-            ids = tokenizer(space + rationale, add_special_tokens=False)["input_ids"]
+        else:   # the closest we can do
+            ids = tokenizer(tail, add_special_tokens=False)["input_ids"]
         return ids + [tokenizer.eos_token_id]
 
     def completion_text(self, decoded: str) -> str:
@@ -371,11 +378,8 @@ def encode_many(tokenizer, fmt: PromptFormat, items: list[tuple[str, str]], max_
         # the joined text, as PromptFormat.completion_ids tokenises it (one call per chunk)
         joined = tokenizer([prompts[q][1] + prompts[q][2] + r for q, r in part])["input_ids"]
         for (q, r), full in zip(part, joined):
-            prompt = prompts[q][0]
-            if full[:len(prompt)] == prompt:
-                comp = full[len(prompt):] + [tokenizer.eos_token_id]
-            else:   # a tokeniser that merges across the boundary
-                comp = fmt.completion_ids(tokenizer, q, r)
+            prompt, _, space = prompts[q]
+            comp = fmt.after_prompt(tokenizer, prompt, full, space + r)
             out.append(_fit(prompt, comp, max_length, report))
     return out
 
