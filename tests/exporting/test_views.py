@@ -77,3 +77,39 @@ def test_failure_chains_carry_the_normalized_answer(cli, fixtures, tmp_path):
     out = cli("sql", "SELECT normalized_answer, count(*) AS n, count(DISTINCT extracted_answer) "
                      "AS spellings FROM failure_chains GROUP BY ALL", "-f", "csv").stdout
     assert out.split() == ["normalized_answer,n,spellings", "5/2,2,2"]
+
+
+def test_student_runs_stay_out_of_the_failure_views_and_problem_stats(cli, tmp_path):
+    """A student's samples (`distill eval` stores them as runs of role student) are
+    evaluations: they show in run_stats, never as a teacher in the failure views, and
+    they do not change a problem's teacher statistics."""
+    import json
+    f = tmp_path / "p.jsonl"
+    f.write_text("".join(json.dumps({"id": str(i), "question": q, "answer": a}) + "\n"
+                         for i, (q, a) in enumerate([("What is 2+2?", "4"), ("What is 3+3?", "6")])))
+    cli("load", "jsonl", f, "--id-field", "id", "--dataset", "toy", "--split", "test")
+    teacher = [("What is 2+2?", "The answer is 4."), ("What is 2+2?", "The answer is 5."),
+               ("What is 3+3?", "The answer is 6.")]
+    student = [("What is 2+2?", "The answer is 7."), ("What is 3+3?", "The answer is 1.")]
+    for model, rows in (("teacher-m", teacher), ("student:sft:default", student)):
+        r = tmp_path / f"{model.replace(':', '_')}.jsonl"
+        r.write_text("".join(json.dumps({"question": q, "completion": c, "model": model}) + "\n"
+                             for q, c in rows))
+        cli("import", "jsonl", r, "--dataset", "toy", "--split", "test")
+    cli("grade", "-q")
+
+    def sql(q):
+        return cli("sql", q, "-f", "csv").stdout.split()
+
+    assert sql("SELECT role, model FROM run_roles ORDER BY 1") == [
+        "role,model", "student,student:sft:default", "teacher,teacher-m"]
+    # the student got both problems wrong: neither is hard, nobody disagrees with anybody
+    assert sql("SELECT teacher, extracted_answer FROM failure_chains") == [
+        "teacher,extracted_answer", "teacher-m,5"]
+    assert sql("SELECT count(*) AS n FROM hard_problems") == ["n", "0"]
+    assert sql("SELECT count(*) AS n FROM disagreements") == ["n", "0"]
+    assert sql("SELECT samples, graded, positives, negatives FROM problem_stats "
+               "ORDER BY samples") == ["samples,graded,positives,negatives",
+                                       "1,1,1,0", "2,2,1,1"]
+    assert sql("SELECT model, samples, positives FROM run_stats ORDER BY 1") == [
+        "model,samples,positives", "student:sft:default,2,0", "teacher-m,3,2"]

@@ -1,5 +1,11 @@
 -- Failure-chain views: where the teachers go wrong. Re-created whenever this file changes.
--- All verdicts are the current grader's (through the negatives / graded_samples views).
+-- All verdicts are the current grader's, and all rationales a teacher's: the samples of
+-- student runs (`distill eval`, `distill compare`) are evaluations, not failure chains.
+
+-- The teachers' graded rationales (the base of every view below).
+CREATE OR REPLACE VIEW teacher_graded_samples AS
+SELECT * FROM graded_samples
+WHERE run_id IN (SELECT run_id FROM run_roles WHERE role = 'teacher');
 
 -- Every negative rationale with what it should have reached and what it reached instead.
 CREATE OR REPLACE VIEW failure_chains AS
@@ -16,9 +22,10 @@ SELECT n.sample_id, n.problem_id, p.dataset, p.subject, p.level,
        length(n.completion) AS rationale_chars,
        n.completion        AS rationale,
        n.grader_version
-FROM negatives n
+FROM teacher_graded_samples n
 JOIN problems p ON p.problem_id = n.problem_id
-JOIN runs r ON r.run_id = n.run_id;
+JOIN runs r ON r.run_id = n.run_id
+WHERE NOT n.correct;
 
 -- Problems where every graded rationale, from every teacher, is negative: for these the
 -- negatives are the only training signal.
@@ -30,7 +37,7 @@ SELECT p.problem_id, p.dataset, p.subject, p.level,
        mode(g.extracted_answer)                     AS commonest_wrong_answer,
        p.reference_answer,
        p.question
-FROM graded_samples g
+FROM teacher_graded_samples g
 JOIN problems p ON p.problem_id = g.problem_id
 JOIN runs r ON r.run_id = g.run_id
 GROUP BY p.problem_id, p.dataset, p.subject, p.level, p.reference_answer, p.question
@@ -46,7 +53,7 @@ WITH per_teacher AS (
            count(*) FILTER (WHERE g.correct)          AS positives,
            count(*) FILTER (WHERE g.correct)::DOUBLE / count(*) AS pass_rate,
            mode(g.extracted_answer)                   AS commonest_answer
-    FROM graded_samples g JOIN runs r ON r.run_id = g.run_id
+    FROM teacher_graded_samples g JOIN runs r ON r.run_id = g.run_id
     GROUP BY g.problem_id, r.model
 )
 SELECT p.problem_id, p.dataset, p.subject, p.level, p.reference_answer,

@@ -1,16 +1,5 @@
 -- Teachers and students, and the evaluations of students.
 
--- Every run with its role: 'teacher' or 'student'. A run written by code that does not
--- set runs.role is classified as migration 005 classified the old ones: kind 'student'
--- or a model name starting with 'student:' or 'base:' is a student, everything else
--- a teacher.
-CREATE OR REPLACE VIEW run_roles AS
-SELECT run_id, kind, model,
-       coalesce(role, CASE WHEN kind = 'student' OR starts_with(model, 'student:')
-                           OR starts_with(model, 'base:')
-                           THEN 'student' ELSE 'teacher' END) AS role
-FROM runs;
-
 -- Students of one comparison and the teachers of their training data, side by side.
 -- One row per (comparison, run, eval dataset, eval split, rule). Student rows come from
 -- `evaluations` (metadata from the student run: base model, adapter, method, training
