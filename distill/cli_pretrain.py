@@ -36,6 +36,7 @@ def pretrain(
     borrowing (docs/synthetic.md). A few minutes on one CPU core by default."""
     from curator.errors import CuratorError
     from distill.pretrain import PretrainConfig, pretrain as run
+    from distill.tiny import TinyShape
 
     try:
         levels = tuple(int(x) for x in subtraction_levels.split(",")) if subtraction_levels else ()
@@ -44,10 +45,10 @@ def pretrain(
                            f"comma-separated numbers, e.g. 1,2") from None
     cfg = PretrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup=warmup, seed=seed,
                          facts_share=facts_share, subtraction_levels=levels,
-                         template=prompt_template, max_length=max_length, vocab=vocab,
-                         hidden=hidden, layers=layers, heads=heads, kv_heads=heads,
-                         intermediate=intermediate, logging_steps=logging_steps,
-                         threads=threads)
+                         template=prompt_template, max_length=max_length,
+                         shape=TinyShape(vocab=vocab, hidden=hidden, layers=layers, heads=heads,
+                                         kv_heads=heads, intermediate=intermediate),
+                         logging_steps=logging_steps, threads=threads)
     r = run(out, cfg, echo=lambda m: console.print(m, highlight=False))
     console.print(f"pre-trained {r.parameters:,} parameters for {r.steps} steps in "
                   f"{r.seconds:.0f} s (final loss {r.final_loss:.4f}); written to {r.out}")

@@ -31,8 +31,8 @@ from curator.exporting.layouts import layout_rows
 from distill import data as D
 from distill.adapters import lora_config
 from distill.models import check_linear_targets, default_target_modules, load_peft, load_tokenizer
-from distill.run import (DistillConfig, LossCurve, TrainResult, check_frozen, checkpointing,
-                         finish, fit, load_base, quiet_progress, snapshot)
+from distill.run import (DistillConfig, TrainResult, attach_progress, check_frozen,
+                         checkpointing, finish, fit, load_base, snapshot)
 from distill.student import DEFAULT_ADAPTER, is_nat_dir, read_manifest, write_manifest
 from distill.tracking import tracked
 
@@ -219,9 +219,7 @@ def build_preference(method: str, records: list[dict], base: str | Path, config:
                                   targets)
     trainer = _TRAINERS[method](model=model, args=config, train_dataset=dataset,
                                 processing_class=tokenizer, peft_config=peft_config)
-    trainer.curve = LossCurve()
-    trainer.add_callback(trainer.curve)
-    quiet_progress(trainer)
+    attach_progress(trainer)
     return trainer, report
 
 

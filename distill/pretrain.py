@@ -24,13 +24,19 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from curator.errors import CuratorError
+from distill.tiny import TinyShape
 
 PRETRAIN_JSON = "pretrain.json"
+
+#: The fields of the model's shape that a config sets, in the order ``pretrain.json``'s
+#: ``config`` lists them (the rest of the built shape follows from the config: positions
+#: from ``max_length``, one token per digit).
+SHAPE_FIELDS = ("vocab", "hidden", "layers", "heads", "kv_heads", "intermediate")
 
 
 @dataclass
@@ -46,30 +52,39 @@ class PretrainConfig:
     subtraction_levels: tuple[int, ...] = ()
     template: str | None = None           # prompt template (default: distill's)
     max_length: int = 192
-    vocab: int = 512
-    hidden: int = 128
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 4
-    intermediate: int = 256
+    shape: TinyShape = TinyShape(hidden=128, layers=4, heads=4, kv_heads=4, intermediate=256,
+                                 vocab=512)
     logging_steps: int = 100
     threads: int | None = None            # torch intra-op threads (default: torch's)
 
     def check(self) -> "PretrainConfig":
-        for name in ("steps", "batch_size", "max_length", "vocab", "hidden", "layers",
-                     "heads", "kv_heads", "intermediate", "facts_per_doc"):
-            if getattr(self, name) < 1:
+        for name in ("steps", "batch_size", "max_length", *SHAPE_FIELDS, "facts_per_doc"):
+            if getattr(self.shape if name in SHAPE_FIELDS else self, name) < 1:
                 raise CuratorError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.facts_share < 1.0:
             raise CuratorError(f"--facts-share {self.facts_share}: must be within [0, 1)")
         if self.lr <= 0:
             raise CuratorError(f"--lr {self.lr}: must be positive")
-        if self.hidden % self.heads or self.heads % self.kv_heads:
+        shape = self.shape
+        if shape.hidden % shape.heads or shape.heads % shape.kv_heads:
             raise CuratorError("--hidden must be a multiple of --heads, and --heads of --kv-heads")
         for lv in self.subtraction_levels:
             if lv not in (1, 2, 3, 4, 5):
                 raise CuratorError(f"--subtraction-levels: {lv} is not a level (1-5)")
         return self
+
+    def model_shape(self) -> TinyShape:
+        """The shape of the model built: this config's, with room for ``max_length``
+        tokens (256 at least) and one token per digit."""
+        return replace(self.shape, max_positions=max(256, self.max_length), digits=True)
+
+    def to_json(self) -> dict:
+        """The config as ``pretrain.json`` records it: flat, the shape's fields in place of
+        ``shape``."""
+        out = {}
+        for name, value in asdict(self).items():
+            out.update({k: value[k] for k in SHAPE_FIELDS} if name == "shape" else {name: value})
+        return out
 
 
 @dataclass
@@ -131,7 +146,7 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(),
     import torch
 
     from distill.data import DEFAULT_TEMPLATE, PromptFormat
-    from distill.tiny import TinyShape, build_tokenizer, random_llama
+    from distill.tiny import build_tokenizer, random_llama
 
     cfg.check()
     out = Path(out)
@@ -141,10 +156,8 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(),
         torch.set_num_threads(cfg.threads)
     fmt = PromptFormat(template=cfg.template or DEFAULT_TEMPLATE)
     corpus = Corpus(cfg)
-    tokenizer = build_tokenizer(corpus.texts(2000, fmt), cfg.vocab, digits=True)
-    shape = TinyShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
-                      kv_heads=cfg.kv_heads, intermediate=cfg.intermediate, vocab=cfg.vocab,
-                      max_positions=max(256, cfg.max_length), digits=True)
+    shape = cfg.model_shape()
+    tokenizer = build_tokenizer(corpus.texts(2000, fmt), shape.vocab, digits=shape.digits)
     model = random_llama(shape, tokenizer, cfg.seed)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -202,6 +215,6 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(),
     result = PretrainResult(out, cfg.steps, losses[-1] if losses else float("nan"), seconds,
                             n_params, losses)
     (out / PRETRAIN_JSON).write_text(json.dumps({
-        "config": asdict(cfg), "parameters": n_params, "final_loss": result.final_loss,
+        "config": cfg.to_json(), "parameters": n_params, "final_loss": result.final_loss,
         "losses": losses, "seconds": round(seconds, 1), "prompt": fmt.to_json()}, indent=2))
     return result

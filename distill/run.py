@@ -88,9 +88,7 @@ class DistillTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.curve = LossCurve()
-        self.add_callback(self.curve)
-        quiet_progress(self)
+        attach_progress(self)
 
     # what every method needs
     def count_normaliser(self, batch: dict) -> torch.Tensor:
@@ -225,10 +223,13 @@ class StepLine(TrainerCallback):
         self._t, self._step = now, state.global_step
 
 
-def quiet_progress(trainer) -> None:
-    """``trainer`` prints :class:`StepLine` lines instead of transformers' progress bar or
-    printed log dicts."""
+def attach_progress(trainer) -> None:
+    """What every training job's ``trainer`` reports: its loss curve as ``trainer.curve``
+    (a :class:`LossCurve`), and :class:`StepLine` lines instead of transformers' progress
+    bar or printed log dicts."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    trainer.curve = LossCurve()
+    trainer.add_callback(trainer.curve)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StepLine())

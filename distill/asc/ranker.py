@@ -42,7 +42,7 @@ from transformers import Trainer
 
 from curator.errors import CuratorError
 from distill import data as D
-from distill.run import DistillConfig, LossCurve, quiet_progress
+from distill.run import DistillConfig, attach_progress
 from distill.tracking import tracked
 
 LOSSES = ("poly3", "pairwise", "bce")
@@ -203,9 +203,7 @@ class RankerTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.curve = LossCurve()
-        self.add_callback(self.curve)
-        quiet_progress(self)
+        attach_progress(self)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits = last_token_logits(model, inputs["input_ids"], inputs["attention_mask"])

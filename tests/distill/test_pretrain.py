@@ -87,9 +87,11 @@ def test_pretrain_a_few_steps_writes_a_loadable_base(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from distill.pretrain import PRETRAIN_JSON, PretrainConfig, pretrain
+    from distill.tiny import TinyShape
 
-    cfg = PretrainConfig(steps=4, batch_size=4, hidden=32, layers=1, heads=2, kv_heads=2,
-                         intermediate=64, vocab=300, logging_steps=2, warmup=2)
+    cfg = PretrainConfig(steps=4, batch_size=4, logging_steps=2, warmup=2,
+                         shape=TinyShape(hidden=32, layers=1, heads=2, kv_heads=2,
+                                         intermediate=64, vocab=300))
     r = pretrain(tmp_path / "base", cfg, echo=lambda m: None)
     assert r.steps == 4 and len(r.losses) == 2 and r.final_loss == r.final_loss
     info = json.loads((tmp_path / "base" / PRETRAIN_JSON).read_text())
