@@ -6,8 +6,6 @@ BENCHMARKS.md that ``--write`` replaces.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import re
 from collections import Counter, defaultdict
@@ -76,25 +74,6 @@ def category(r: dict, other: str) -> str:
 
 def pct(a: int, b: int) -> str:
     return f"{100 * a / b:.2f}%" if b else "n/a"
-
-
-def machine() -> str:
-    import duckdb
-    try:
-        import importlib.metadata as md
-        mv = md.version("math-verify")
-        l2s = md.version("latex2sympy2_extended")
-        sp = md.version("sympy")
-    except Exception:
-        mv = l2s = sp = "?"
-    mem = ""
-    try:
-        kb = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 1024 ** 2:.0f} GiB"
-    except Exception:
-        pass
-    return (f"{platform.machine()}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, "
-            f"duckdb {duckdb.__version__}, sympy {sp}, latex2sympy2_extended {l2s}, math-verify {mv}")
 
 
 def summarise(rows: list[dict], raw: dict) -> dict:
