@@ -1,6 +1,7 @@
 """What the benchmarks share: the repository root, the random-weight model shapes they
-build, the process's memory, the demo export file the training benchmarks train on, and
-rewriting one benchmark's section of BENCHMARKS.md.
+build, the process's memory, the demo export file the training benchmarks train on, the
+line naming the machine a run was measured on, and rewriting one benchmark's section of
+BENCHMARKS.md.
 
 A benchmark script puts the repository root on ``sys.path`` and imports this as
 ``bench._common``."""
@@ -8,8 +9,10 @@ A benchmark script puts the repository root on ``sys.path`` and imports this as
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -46,6 +49,54 @@ def rss_mib() -> float:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine(*packages: str, device: str = "cpu", load: bool = True) -> str:
+    """The machine a benchmark ran on and the versions that matter, as one line:
+    ``CPU x86_64, 2 cores, 24 GiB (load average 1.2 from other jobs at the time); Python
+    3.11.7, torch 2.13.0+cpu`` (on CUDA the GPU's name in place of the CPU part; ``load``
+    False leaves the load average out, for a report that states it itself). A package that
+    is not installed is given as ``?``."""
+    if device == "cuda":
+        import torch
+        where = torch.cuda.get_device_name(0)
+    else:
+        where = f"CPU {platform.machine()}, {os.cpu_count()} cores"
+        try:
+            with open("/proc/meminfo") as f:
+                kb = int(next(ln for ln in f if ln.startswith("MemTotal")).split()[1])
+            where += f", {kb / 1024 ** 2:.0f} GiB"
+        except (OSError, StopIteration, ValueError):
+            pass
+        if load:
+            where += f" (load average {os.getloadavg()[0]:.1f} from other jobs at the time)"
+    versions = [f"Python {platform.python_version()}"]
+    for name in packages:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} ?")
+    return f"{where}; {', '.join(versions)}"
+
+
+def memory_label(device: str, cpu: str) -> str:
+    """The memory column's name: what CUDA reports, or ``cpu`` (how the benchmark measures
+    memory on a CPU run)."""
+    return "peak allocated (CUDA)" if device == "cuda" else cpu
+
+
+def report_head(title: str, intro: str, columns: list[str]) -> list[str]:
+    """The first lines of a benchmark's Markdown section: its heading, the paragraph that
+    says what was measured and how, and the header of its table."""
+    return [f"## {title}", "", intro, "",
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def report_tail(machine_line: str, script: str, argv: list[str]) -> list[str]:
+    """The last lines of a benchmark's Markdown section: the machine (:func:`machine`) and
+    the command that measured it."""
+    return [f"Machine: {machine_line}.",
+            f"Command: `.venv/bin/python bench/{script} {' '.join(argv)}`"]
 
 
 def bench_export(out: Path) -> Path:

@@ -1,16 +1,16 @@
 """The grading benchmark's report: why two graders disagree (:func:`category`), the
 summary of one run's verdicts, its Markdown tables, and the Grading section of
-BENCHMARKS.md that ``--write`` replaces.
+BENCHMARKS.md that ``--write`` replaces. The hand-checked verdict on each category is prose,
+kept in ``grade_report_verdicts.md`` beside this file.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
 import re
 from collections import Counter, defaultdict
+from pathlib import Path
 
 from bench._common import ROOT, write_section
 from bench._hendrycks import last_boxed_only_string
@@ -76,25 +76,6 @@ def category(r: dict, other: str) -> str:
 
 def pct(a: int, b: int) -> str:
     return f"{100 * a / b:.2f}%" if b else "n/a"
-
-
-def machine() -> str:
-    import duckdb
-    try:
-        import importlib.metadata as md
-        mv = md.version("math-verify")
-        l2s = md.version("latex2sympy2_extended")
-        sp = md.version("sympy")
-    except Exception:
-        mv = l2s = sp = "?"
-    mem = ""
-    try:
-        kb = int(next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 1024 ** 2:.0f} GiB"
-    except Exception:
-        pass
-    return (f"{platform.machine()}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}, "
-            f"duckdb {duckdb.__version__}, sympy {sp}, latex2sympy2_extended {l2s}, math-verify {mv}")
 
 
 def summarise(rows: list[dict], raw: dict) -> dict:
@@ -252,93 +233,41 @@ def markdown(res: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def load_verdicts(path: Path) -> dict[tuple[str, str], str]:
+    """The hand-checked verdict per disagreement category, ``{(other grader, category):
+    verdict}``, from a Markdown file: ``## key: title`` names the other grader (``mv`` or
+    ``hendrycks``), ``### category`` a category, and the paragraph under it (its lines
+    joined with single spaces) is the verdict. Lines before the first ``##`` describe the
+    file. A malformed file stops with an error naming its line."""
+    verdicts: dict[tuple[str, str], list[str]] = {}
+    vs = key = None
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        where = f"{path}:{n}"
+        if line.startswith("## "):
+            vs, sep, _ = line[3:].partition(":")
+            if not sep or not vs.strip():
+                raise ValueError(f"{where}: a grader heading is '## key: title', got {line!r}")
+            vs, key = vs.strip(), None
+        elif line.startswith("### "):
+            if vs is None:
+                raise ValueError(f"{where}: category {line[4:]!r} before any '## key: title'")
+            key = (vs, line[4:].strip())
+            if key in verdicts:
+                raise ValueError(f"{where}: category {key[1]!r} of {vs!r} given twice")
+            verdicts[key] = []
+        elif line.strip() and vs is not None:
+            if key is None:
+                raise ValueError(f"{where}: text under {vs!r} outside any '### category'")
+            verdicts[key].append(line.strip())
+    empty = [k for k, text in verdicts.items() if not text]
+    if empty:
+        raise ValueError(f"{path}: no verdict under {empty[0][1]!r} of {empty[0][0]!r}")
+    return {k: " ".join(text) for k, text in verdicts.items()}
+
+
 # Hand-checked verdicts per disagreement category, from reading the examples the run
-# writes to .bench-out/bench_grade/disagreements.jsonl. Keyed by (vs, category) or category.
-MV, HE = "mv", "hendrycks"
-VERDICTS: dict = {
-    # ours vs math-verify
-    (MV, "+ answer not boxed (closing phrase or last number)"):
-        "**ours right** (all 40 read): the answer is only in a plain-text closing line "
-        "(\"The answer is 24x^2-6x+3\", \"The answer is even\", a pmatrix, 5-12i, 8:34 PM), "
-        "outside `$...$` and `\\boxed`; math-verify's parse of the whole rationale picks another "
-        "expression or nothing",
-    (MV, "+ same number or expression, other notation"):
-        "**ours right** (all read): `\\dfrac{3744}{2,\\!598,\\!960}` = 6/4165, a choice label "
-        "before the value in the box (`\\textbf{(C) }0.20`), a chain `(8\\cos..., ...) = (4\\sqrt2, ...)`, "
-        "the reference's `\\phantom -1` (it is 1)",
-    (MV, "+ multiple-choice letter"):
-        "**ours right**: the box holds the letter and its option (`\\text{(D) sphere}`)",
-    (MV, "+ interval, inequality, union, equation"):
-        "**ours right**: `-3 < k < 5` for `(-3,5)` (math-verify needs the interval form)",
-    (MV, "+ units, percent, currency, degrees"):
-        "**ours right**: `6.4\\%` when a percent is asked, `30^\\circ` against a reference "
-        "`30^\\circ.`",
-    (MV, "+ closing phrase after the last box"): "**ours right**: same answer, other notation",
-    (MV, "+ rounded as the question asks"):
-        "**policy**: the question asks for a rounding; `\\pi` rounds to the reference 3.14",
-    (MV, "+ text answer"): "**ours right**: `\\text{Thursday}`, last of two boxes",
-    (MV, "+ equivalent expression (sympy)"): "**ours right**: `\\textbf{(B) }\\sqrt{2}/2`",
-    (MV, "- different answer"):
-        "**ours right in 4**: math-verify accepts `3 + d` for 3, `y=f(x)` for `x=1`, a wrong "
-        "matrix, `12_{6}10_{6}` for `22_6`; **ours wrong in 1** (known gap): \"the solutions are "
-        "$x = 3^4 = 81$ and $x = 4^4 = 256$\", unboxed: we take only the last math span",
-    (MV, "- multiple-choice letter"): "**ours right**: the model chose (F), the reference is (C)",
-    (MV, "- unparseable"):
-        "**ours right in 1** (math-verify equates 7 with an unparseable `\\dotsm` product); "
-        "**ours wrong in 1** (known gap): `\\text C. \\ \\ 119`, a choice label without "
-        "parentheses before the value",
-    (MV, "- closing phrase differs from the last box"):
-        "**policy**: box 0, then \"The answer is (A).\": the last commitment is a bare letter, "
-        "and the question is not multiple choice",
-    (MV, "- no answer found"):
-        "**ours right**: \"there is no such triangle\"; math-verify takes a 2 from the text",
-    # ours vs hendrycks
-    (HE, "+ answer not boxed (closing phrase or last number)"):
-        "**ours right** (65 read, all right): mostly GPT-3.5, which often ends with \"The answer "
-        "is X\" and no box; `is_equiv` has nothing to compare",
-    (HE, "+ same number or expression, other notation"):
-        "**ours right** (40 read): thousands separators (`21,\\!000`, `13,382`), `k = ...` labels, "
-        "`5! = 120` chains, choice labels; **policy** for unsimplified fractions "
-        "(`\\frac{52}{30}` for 26/15: the value counts, not the form)",
-    (HE, "+ closing phrase after the last box"):
-        "**ours right** (40 read): the closing line restates the box in other notation "
-        "(`22500` for `22,500`, `-11, 5` for `5,\\,-11`) or simplifies it",
-    (HE, "+ equivalent expression (sympy)"):
-        "**ours right** (40 read): `\\sqrt{18}` = `3\\sqrt2`, `-7z-1` = `-1-7z`, `5!` = 120, "
-        "`\\frac{9\\pi}{4}`; **policy** where the form was asked (`3(x^2+9x+20)` to \"expand\"): "
-        "we grade the value, not the form",
-    (HE, "+ multiple-choice letter"):
-        "**ours right**: `\\text{(B) } x^2` for (B), `\\text{E}` for `\\text{(E)}`",
-    (HE, "+ several answers, other order or form"):
-        "**policy**: lists of solutions are unordered (`-2, -1, 2` for `-1,2,-2`)",
-    (HE, "+ units, percent, currency, degrees"):
-        "**ours right**: `\\$5,\\!500` for 5500, `-2,-12` for `-2 \\text{ or } -12`, "
-        "`\\$10` for `10.00`",
-    (HE, "+ base"): "**ours right**: the subscript written on one side only (`1011` for `1011_2`, "
-        "`24` for `24_{10}`, `110111_2` for `110111`)",
-    (HE, "+ interval, inequality, union, equation"):
-        "**ours right**: `-1 \\le x \\le 2` for `[-1,2]`, `-2x + y - 3z - 8 = 0` for "
-        "`2x - y + 3z + 8 = 0`, `\\sqrt{8}` for `2\\sqrt2` in a pair",
-    (HE, "- several answers where one is asked"):
-        "**policy**: two or more different boxed answers where one is asked (`30^\\circ` and "
-        "`150^\\circ`): a hedge; `is_equiv` reads only the last box and is right by luck",
-    (HE, "+ matrix, vector, tuple"):
-        "**ours right**: bmatrix for pmatrix, `1/\\sqrt2` for `\\sqrt2/2`, `a=\\boxed{2}`, "
-        "`c=\\boxed{8}` for `(2,8)`",
-    (HE, "- closing phrase differs from the last box"):
-        "**policy**: the closing line commits to something else than the box (box 7, then "
-        "\"The answer is 42\"; box 0.20, then \"The answer is C.\")",
-    (HE, "- different answer"):
-        "**ours right**: 8:34 a.m. for 8:34 p.m.; **policy** in the others, several answers "
-        "where one is asked: `\\boxed{(-2,4)}` and `\\boxed{(1,-2)}`, \"6 or 10\", black and gray",
-    (HE, "+ text answer"): "**ours right**: `\\boxed{Sunday}` without `\\text`",
-    (HE, "+ rounded as the question asks"):
-        "**policy**: the question asks for a rounding, the answer rounds to the reference",
-    (HE, "+ time"): "**ours right**: 20:34 for 8:34 p.m.",
-    (HE, "- unparseable"):
-        "**policy**: \"the answer is $\\text C$\", a bare letter for a question that is not "
-        "multiple choice",
-}
+# writes to .bench-out/bench_grade/disagreements.jsonl.
+VERDICTS = load_verdicts(Path(__file__).with_name("grade_report_verdicts.md"))
 
 
 def write_benchmarks(text: str) -> None:

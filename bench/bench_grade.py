@@ -49,7 +49,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench._grade_report import OUT, machine, markdown, summarise, write_benchmarks  # noqa: E402
+from bench._common import machine  # noqa: E402
+from bench._grade_report import OUT, markdown, summarise, write_benchmarks  # noqa: E402
 from bench._hendrycks import hendrycks_correct  # noqa: E402
 
 
@@ -231,7 +232,8 @@ def measure(args) -> dict:
     print(f"  {ours_wall:.1f}s; math-verify on the same {len(sub):,} ...", flush=True)
     mv = run_math_verify(sub, args.mv_timeout)
     print(f"  {mv['wall']:.1f}s, {len(mv['hangs'])} hangs", flush=True)
-    return {"machine": machine(), "load_before": load, "seed": args.seed, "mv_timeout": args.mv_timeout,
+    return {"machine": machine("duckdb", "sympy", "latex2sympy2_extended", "math-verify",
+                               load=False), "load_before": load, "seed": args.seed, "mv_timeout": args.mv_timeout,
             "sub_ids": [r["sample_id"] for r in sub], "mv": mv, "ours_sub": ours_sub,
             "ours_sub_wall": ours_wall, "pending": pending, "pending1": pending1,
             "load_after": os.getloadavg()[0]}

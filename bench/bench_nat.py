@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -30,7 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import (out_and_data, peak_rss_mib, rss_mib, run_worker, shapes,  # noqa: E402
+from bench._common import (machine, memory_label, out_and_data, peak_rss_mib,  # noqa: E402
+                           report_head, report_tail, rss_mib, run_worker, shapes,
                            write_section)
 
 PRESETS = shapes("tiny", "small", "medium", "0.5b")
@@ -140,27 +139,18 @@ def run_all(args) -> dict:
     return results
 
 
-def machine(device: str) -> str:
-    import torch
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    load = os.getloadavg()[0]
-    return (f"CPU {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"(load average {load:.1f} from other jobs at the time)")
-
-
 def markdown(results: dict, args) -> str:
-    mem_label = ("peak allocated (CUDA)" if args.device == "cuda"
-                 else "training memory (peak RSS above pre-training RSS)")
-    lines = ["## NAT stage 2 vs plain LoRA (`distill train --method sft`)", "",
-             "Same base model, same positives and batches (sequential order), LoRA r=8, "
-             "alpha=16 on q_proj/v_proj for both; NAT adds the frozen `neg` adapter and "
-             f"the integration gates (width {args.gate_width}) and runs in \"nat\" mode. "
-             f"Batch {args.batch_size} x {args.max_length} tokens, {'bf16' if args.bf16 else 'fp32'}, "
-             f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeat} "
-             "fresh processes per method.", "",
-             f"| model | params trainable (sft / nat) | step time sft | step time nat | time ratio | CPU-time ratio | {mem_label} sft | nat | memory ratio | total peak ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    mem_label = memory_label(args.device, "training memory (peak RSS above pre-training RSS)")
+    lines = report_head(
+        "NAT stage 2 vs plain LoRA (`distill train --method sft`)",
+        "Same base model, same positives and batches (sequential order), LoRA r=8, "
+        "alpha=16 on q_proj/v_proj for both; NAT adds the frozen `neg` adapter and "
+        f"the integration gates (width {args.gate_width}) and runs in \"nat\" mode. "
+        f"Batch {args.batch_size} x {args.max_length} tokens, {'bf16' if args.bf16 else 'fp32'}, "
+        f"{args.steps} timed steps after {args.warmup} warm-up, median of {args.repeat} "
+        "fresh processes per method.",
+        ["model", "params trainable (sft / nat)", "step time sft", "step time nat", "time ratio",
+         "CPU-time ratio", f"{mem_label} sft", "nat", "memory ratio", "total peak ratio"])
     for preset, s in results.items():
         shape = PRESETS[preset]
         lines.append(
@@ -171,8 +161,7 @@ def markdown(results: dict, args) -> str:
             f"{s['sft']['peak_mib']:.0f} MiB | {s['nat']['peak_mib']:.0f} MiB | "
             f"**{s['mem_ratio']:.2f}x** | {s['total_mem_ratio']:.2f}x |")
     lines += ["", f"Targets: time <= {TARGET_TIME}x, memory <= {TARGET_MEM}x.",
-              f"Machine: {machine(args.device)}.",
-              f"Command: `.venv/bin/python bench/bench_nat.py {' '.join(sys.argv[1:])}`"]
+              *report_tail(machine("torch", device=args.device), "bench_nat.py", sys.argv[1:])]
     return "\n".join(lines)
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,7 +42,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._common import (out_and_data, peak_rss_mib, rss_mib, run_worker, shapes,  # noqa: E402
+from bench._common import (machine, memory_label, out_and_data, peak_rss_mib,  # noqa: E402
+                           report_head, report_tail, rss_mib, run_worker, shapes,
                            write_section)
 
 # Model shapes built from a config (random weights); see bench._common.MODEL_SHAPES.
@@ -287,40 +287,28 @@ def run_all(args) -> dict:
     return results
 
 
-def machine(device: str) -> str:
-    import peft
-    import torch
-    import transformers
-    where = (torch.cuda.get_device_name(0) if device == "cuda" else
-             f"CPU {platform.machine()}, {os.cpu_count()} cores (load average "
-             f"{os.getloadavg()[0]:.1f} from other jobs at the time)")
-    return (f"{where}; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}, peft {peft.__version__}")
-
-
 LABELS = {"ours": "ours (`--online-beta`)", "ours-pre": "ours (`--precompute-beta`, default)",
           "two-copies": "two copies (anchor)", "one-copy-full": "one copy, full logits"}
 
 
 def markdown(results: dict, args, argv: list[str], machine_line: str | None = None) -> str:
-    mem = ("peak allocated (CUDA)" if args.device == "cuda"
-           else "peak memory (RSS above RSS before loading models)")
-    lines = ["## NCE: one shared base vs two copies (teacher model + student model)", "",
-             "Same base model, NAT adapters, positives and batches (sequential), student LoRA "
-             "r=8, alpha=16 on q_proj/v_proj, lambda 0.5, T 1, distillation over the "
-             f"completion tokens, {args.samples} positives of the demo TDG slice; batch {args.batch_size} x up to {args.max_length} tokens, "
-             f"{'bf16' if args.bf16 else 'fp32'}, {args.threads} torch thread(s); "
-             f"{args.steps} timed steps after {args.warmup} warm-up, median step time and "
-             f"largest peak over {args.repeat} fresh processes per variant. The two-copies "
-             "anchor is the released code's arrangement: a separate teacher model (base + "
-             "`neg` + `pos` + gates) and a student model, full `[B, T, V]` logits for the "
-             "teacher's \"nat\" and \"neg\" passes and the student. Weights are copied "
-             "into the process's own memory, as a GPU holds them (on CPU `from_pretrained` "
-             "leaves them in a file mapping that two models of one file share). The "
-             "first-step losses of all variants agree (column \"loss 1\").", "",
-             f"| model | variant | step time | time ratio | {mem} | memory ratio | "
-             "training part (above RSS before step 1) | loss 1 |",
-             "|---|---|---|---|---|---|---|---|"]
+    mem = memory_label(args.device, "peak memory (RSS above RSS before loading models)")
+    lines = report_head(
+        "NCE: one shared base vs two copies (teacher model + student model)",
+        "Same base model, NAT adapters, positives and batches (sequential), student LoRA "
+        "r=8, alpha=16 on q_proj/v_proj, lambda 0.5, T 1, distillation over the "
+        f"completion tokens, {args.samples} positives of the demo TDG slice; batch {args.batch_size} x up to {args.max_length} tokens, "
+        f"{'bf16' if args.bf16 else 'fp32'}, {args.threads} torch thread(s); "
+        f"{args.steps} timed steps after {args.warmup} warm-up, median step time and "
+        f"largest peak over {args.repeat} fresh processes per variant. The two-copies "
+        "anchor is the released code's arrangement: a separate teacher model (base + "
+        "`neg` + `pos` + gates) and a student model, full `[B, T, V]` logits for the "
+        "teacher's \"nat\" and \"neg\" passes and the student. Weights are copied "
+        "into the process's own memory, as a GPU holds them (on CPU `from_pretrained` "
+        "leaves them in a file mapping that two models of one file share). The "
+        "first-step losses of all variants agree (column \"loss 1\").",
+        ["model", "variant", "step time", "time ratio", mem, "memory ratio",
+         "training part (above RSS before step 1)", "loss 1"])
     for preset, s in results.items():
         shape = PRESETS[preset]
         name = (f"{preset} (hidden {shape['hidden']}, {shape['layers']} layers, vocab "
@@ -351,8 +339,8 @@ def markdown(results: dict, args, argv: list[str], machine_line: str | None = No
               "between runs (a short run measured 0.83x); the 32k rows are the informative "
               "ones. A GPU run (`--preset 0.5b --device cuda "
               "--bf16`, `max_memory_allocated`) is still to be done."]
-    lines += ["", f"Machine: {machine_line or machine(args.device)}.",
-              f"Command: `.venv/bin/python bench/bench_nce.py {' '.join(argv)}`"]
+    machine_line = machine_line or machine("torch", "transformers", "peft", device=args.device)
+    lines += ["", *report_tail(machine_line, "bench_nce.py", argv)]
     return "\n".join(lines)
 
 
@@ -412,7 +400,7 @@ def main() -> None:
         args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         args.preset = args.preset or (["0.5b"] if args.device == "cuda"
                                       else ["tiny", "small-32k", "medium-32k"])
-        run = {"argv": sys.argv[1:], "results": run_all(args), "machine": machine(args.device)}
+        run = {"argv": sys.argv[1:], "results": run_all(args), "machine": machine("torch", "transformers", "peft", device=args.device)}
         saved.write_text(json.dumps(run, indent=2))
     text = markdown(run["results"], args, run["argv"], run["machine"])
     print(text)

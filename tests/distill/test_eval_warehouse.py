@@ -45,15 +45,20 @@ def wh_copy(exported, tmp_path) -> tuple[Path, Path]:
     return tmp_path / "copy.duckdb", ev
 
 
-def _counts(db: Path) -> dict:
+def _fetch(db: Path, *sqls: str) -> list[list[tuple]]:
+    """The rows of each query, read in one connection to the warehouse."""
     with Warehouse(db).read() as con:
-        q = lambda sql: con.execute(sql).fetchall()[0][0]   # noqa: E731
-        return {"runs": q("SELECT count(*) FROM runs WHERE kind = 'student'"),
-                "samples": q("SELECT count(*) FROM samples s JOIN runs r USING (run_id) "
-                             "WHERE r.kind = 'student'"),
-                "grades": q("SELECT count(*) FROM grades g JOIN samples s USING (sample_id) "
-                            "JOIN runs r USING (run_id) WHERE r.kind = 'student'"),
-                "evaluations": q("SELECT count(*) FROM evaluations")}
+        return [con.execute(sql).fetchall() for sql in sqls]
+
+
+def _counts(db: Path) -> dict:
+    counts = {"runs": "SELECT count(*) FROM runs WHERE kind = 'student'",
+              "samples": "SELECT count(*) FROM samples s JOIN runs r USING (run_id) "
+                         "WHERE r.kind = 'student'",
+              "grades": "SELECT count(*) FROM grades g JOIN samples s USING (sample_id) "
+                        "JOIN runs r USING (run_id) WHERE r.kind = 'student'",
+              "evaluations": "SELECT count(*) FROM evaluations"}
+    return {k: rows[0][0] for k, rows in zip(counts, _fetch(db, *counts.values()))}
 
 
 def test_eval_stores_the_student_graded_with_one_row_per_rule_and_rerun_adds_nothing(
@@ -69,15 +74,14 @@ def test_eval_stores_the_student_graded_with_one_row_per_rule_and_rerun_adds_not
     # the sampled run (3 problems x 2) and the greedy run (3 x 1), every sample graded
     assert first == {"runs": 2, "samples": 9, "grades": 9, "evaluations": len(report["rules"])}
 
-    with Warehouse(db).read() as con:
-        runs = con.execute("SELECT run_id, kind, role, model, metadata FROM runs "
-                           "WHERE kind = 'student' ORDER BY model").fetchall()
-        rows = con.execute("SELECT run_id, eval_dataset, eval_split, rule, n, correct, accuracy, "
-                           "ci_low, ci_high, grader_version FROM evaluations "
-                           "ORDER BY rule").fetchall()
-        versions = {r[0] for r in con.execute(
-            "SELECT DISTINCT g.grader_version FROM grades g JOIN samples s USING (sample_id) "
-            "JOIN runs r USING (run_id) WHERE r.kind = 'student'").fetchall()}
+    runs, rows, graded_by = _fetch(
+        db, "SELECT run_id, kind, role, model, metadata FROM runs "
+            "WHERE kind = 'student' ORDER BY model",
+        "SELECT run_id, eval_dataset, eval_split, rule, n, correct, accuracy, "
+        "ci_low, ci_high, grader_version FROM evaluations ORDER BY rule",
+        "SELECT DISTINCT g.grader_version FROM grades g JOIN samples s USING (sample_id) "
+        "JOIN runs r USING (run_id) WHERE r.kind = 'student'")
+    versions = {r[0] for r in graded_by}
     assert [r[1:4] for r in runs] == [("student", "student", "student:base:model"),
                                       ("student", "student", "student:base:model:greedy")]
     meta = json.loads(runs[0][4])
@@ -212,14 +216,13 @@ max_new_tokens = 4
 """)
     compare(cfg, seeds=[0, 1], echo=lambda s: None)
     first = _counts(db)
-    with Warehouse(db).read() as con:
-        labels = con.execute("SELECT DISTINCT label, run_id FROM evaluations "
-                             "WHERE comparison_id = 'c1' ORDER BY label").fetchall()
-        seeds = con.execute("SELECT metadata->>'method', metadata->'training_config'->>'seed' "
-                            "FROM runs WHERE run_id IN (SELECT run_id FROM evaluations) "
-                            "ORDER BY 1, 2").fetchall()
-        roles = con.execute("SELECT role, label, count(*) FROM method_comparison "
-                            "WHERE comparison_id = 'c1' GROUP BY ALL ORDER BY 1 DESC, 2").fetchall()
+    labels, seeds, roles = _fetch(
+        db, "SELECT DISTINCT label, run_id FROM evaluations "
+            "WHERE comparison_id = 'c1' ORDER BY label",
+        "SELECT metadata->>'method', metadata->'training_config'->>'seed' "
+        "FROM runs WHERE run_id IN (SELECT run_id FROM evaluations) ORDER BY 1, 2",
+        "SELECT role, label, count(*) FROM method_comparison "
+        "WHERE comparison_id = 'c1' GROUP BY ALL ORDER BY 1 DESC, 2")
     assert [lb for lb, _ in labels] == ["base", "sft@s0", "sft@s1"]
     assert len({r for _, r in labels}) == 3                       # a run per seed
     assert seeds == [("base", None), ("sft", "0"), ("sft", "1")]

@@ -1,9 +1,13 @@
 """The grader's compare step on its own: typed answers in, a verdict (outcome and rule)
-out (curator.grading.compare), with the answers built by parse and no extraction."""
+out (curator.grading.compare), with the answers built by parse and no extraction. The
+table of cases is compare_cases.toml, grouped by what each group checks."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from case_table import grouped_cases
 
 from curator.grading.compare import (CORRECT, UNPARSEABLE, WRONG, Context, NeedsSympy,
                                      asks_for_approximation, compare, relation_as_interval,
@@ -11,43 +15,17 @@ from curator.grading.compare import (CORRECT, UNPARSEABLE, WRONG, Context, Needs
 from curator.grading.normalize import parse
 
 
+OUTCOMES = {"correct": CORRECT, "wrong": WRONG}   # the outcomes the case table names
+
+
 def verdict(ref: str, pred: str, ctx: Context = Context()) -> tuple[str, str]:
     v = compare(parse(ref), parse(pred), ctx)
     return v.outcome, v.rule
 
 
-@pytest.mark.parametrize("ref, pred, outcome, rule", [
-    # the same value in another notation
-    ("42", "42", CORRECT, "exact"),
-    ("0.5", r"\frac{1}{2}", CORRECT, "exact"),
-    ("1000", "1,000", CORRECT, "exact"),
-    (r"50\%", "50", CORRECT, "percent"),
-    # structure: lists and sets in any order, ratios by value
-    ("1, 2, 3", "3, 2, 1", CORRECT, "list"),
-    (r"\{1, 2\}", r"\{2, 1\}", CORRECT, "set"),
-    ("3:2", "6:4", CORRECT, "ratio"),
-    # choices and words
-    ("(A)", "A", CORRECT, "exact"),
-    (r"\text{Thursday}", "thursday", CORRECT, "exact"),
-    # a label on either side, a chain of equalities commits to its last member
-    ("x = 5", "5", CORRECT, "exact"),
-    ("5", "x = 5", CORRECT, "exact"),
-    ("7", "2 + 5 = 7", CORRECT, "exact"),
-    # inequalities as intervals, unions in any order
-    ("1 < x < 2", "(1, 2)", CORRECT, "interval"),
-    (r"(-\infty, 0) \cup (1, \infty)", r"(1, \infty) \cup (-\infty, 0)", CORRECT, "union"),
-    # other values, a percent is not its fraction, no rounding unless asked
-    ("42", "43", WRONG, "number"),
-    (r"50\%", "0.5", WRONG, "number"),
-    ("3.14", "3.14159", WRONG, "number"),
-    # the order and brackets of an interval matter
-    ("(1, 2)", "(2, 1)", WRONG, "interval"),
-    ("[0, 1)", "[0, 1]", WRONG, "interval"),
-    # another choice, no answer, an undefined value (equal to nothing, itself included)
-    ("(A)", "B", WRONG, "choice"),
-    ("5", "", WRONG, "empty"),
-    ("2/0", "2/0", WRONG, "undefined"),
-])
+@pytest.mark.parametrize("ref, pred, outcome, rule",
+                         grouped_cases(Path(__file__).with_name("compare_cases.toml"), "group",
+                                       convert=lambda c: (c[0], c[1], OUTCOMES[c[2]], c[3])))
 def test_verdict_and_the_rule_that_decides(ref, pred, outcome, rule):
     assert verdict(ref, pred) == (outcome, rule)
 
