@@ -8,6 +8,7 @@ a tuple's, splitting ``a <= b < c`` into operands and operators, and recognising
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from curator.grading.answer import parse_number
 
@@ -15,37 +16,70 @@ _OPEN = "([{"
 _CLOSE = ")]}"
 
 
-def split_top(s: str, seps: str = ",;") -> list[str]:
-    """Split at separators outside brackets, ``\\{ \\}``, and ``\\begin ... \\end``."""
-    parts = []
+def _top_level_cuts(s: str, stops: str, cut_at: Callable[[str, int], int | None], *,
+                    escaped_braces: bool, clamp_env: bool) -> list[tuple[int, int]]:
+    """The spans ``(i, j)`` of ``s`` that ``cut_at`` claims at top level, left to right.
+
+    The one walk behind :func:`split_top` and :func:`split_relation`. It keeps the bracket
+    depth (``( [ {`` open, ``) ] }`` close, and ``\\{`` / ``\\}`` too when ``escaped_braces``)
+    and the environment depth (``\\begin`` opens, ``\\end`` closes, never below 0 when
+    ``clamp_env``). A backslash before a non-letter is passed over together with that char
+    (``\\,``, ``\\{``); before a letter only the backslash is.
+
+    At each position where both depths are 0 and whose char is in ``stops`` (a bracket never
+    is; a backslash is when ``stops`` holds one), ``cut_at(s, i)`` returns the end of the
+    separator starting at ``i``, or None for no cut; the walk goes on from that end.
+    """
+    cuts = []
     depth = 0
     env = 0
-    start = 0
     i = 0
     n = len(s)
     while i < n:
         c = s[i]
+        if c in _OPEN:
+            depth += 1
+            i += 1
+            continue
+        if c in _CLOSE:
+            depth -= 1
+            i += 1
+            continue
+        step = 1
         if c == "\\":
             if s.startswith("\\begin", i):
                 env += 1
             elif s.startswith("\\end", i):
-                env = max(0, env - 1)
-            elif i + 1 < n and s[i + 1] in "{}":
+                env = max(0, env - 1) if clamp_env else env - 1
+            elif escaped_braces and i + 1 < n and s[i + 1] in "{}":
                 depth += 1 if s[i + 1] == "{" else -1
                 i += 2
                 continue
-            i += 2 if i + 1 < n and not s[i + 1].isalpha() else 1
-            continue
-        if c in _OPEN:
-            depth += 1
-        elif c in _CLOSE:
-            depth -= 1
-        elif c in seps and depth == 0 and env == 0:
-            parts.append(s[start:i])
-            start = i + 1
-        i += 1
-    parts.append(s[start:])
-    return parts
+            if i + 1 < n and not s[i + 1].isalpha():
+                step = 2
+        if c in stops and depth == 0 and env == 0:
+            end = cut_at(s, i)
+            if end is not None:
+                cuts.append((i, end))
+                i = end
+                continue
+        i += step
+    return cuts
+
+
+def _pieces(s: str, cuts: list[tuple[int, int]]) -> list[str]:
+    """``s`` without the spans ``cuts``: the text before, between and after them."""
+    starts = [0] + [end for _, end in cuts]
+    ends = [i for i, _ in cuts] + [len(s)]
+    return [s[a:b] for a, b in zip(starts, ends)]
+
+
+def split_top(s: str, seps: str = ",;") -> list[str]:
+    """Split at separators outside brackets, ``\\{ \\}``, and ``\\begin ... \\end``."""
+    # A backslash starts a command: it is never a separator.
+    cuts = _top_level_cuts(s, seps.replace("\\", ""), lambda _, i: i + 1,
+                           escaped_braces=True, clamp_env=True)
+    return _pieces(s, cuts)
 
 
 def _enclosed(s: str, left: str, right: str) -> bool:
@@ -106,46 +140,18 @@ _REL_CANON = {r"\leqslant": "<=", r"\geqslant": ">=", r"\leq": "<=", r"\geq": ">
               "<": "<", ">": ">"}
 
 
+def _relation_end(s: str, i: int) -> int | None:
+    """The end of the relation token starting at ``s[i]``, or None."""
+    m = _REL_TOKENS.match(s, i)
+    return m.end() if m else None
+
+
 def split_relation(s: str) -> tuple[list[str], list[str]]:
     """Operands and relation operators at top level (outside brackets)."""
-    operands, ops = [], []
-    depth = 0
-    env = 0
-    start = 0
-    i = 0
-    n = len(s)
-    while i < n:
-        c = s[i]
-        if c == "\\":
-            if s.startswith("\\begin", i):
-                env += 1
-            elif s.startswith("\\end", i):
-                env -= 1
-            if depth == 0 and env == 0:
-                m = _REL_TOKENS.match(s, i)
-                if m:
-                    operands.append(s[start:i])
-                    ops.append(_REL_CANON[m.group(0)])
-                    i = m.end()
-                    start = i
-                    continue
-            i += 2 if i + 1 < n and not s[i + 1].isalpha() else 1
-            continue
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif depth == 0 and env == 0 and c in "<>=!":
-            m = _REL_TOKENS.match(s, i)
-            if m:
-                operands.append(s[start:i])
-                ops.append(_REL_CANON[m.group(0)])
-                i = m.end()
-                start = i
-                continue
-        i += 1
-    operands.append(s[start:])
-    return [o.strip() for o in operands], ops
+    cuts = _top_level_cuts(s, "\\<>=!", _relation_end,
+                           escaped_braces=False, clamp_env=False)
+    operands = [o.strip() for o in _pieces(s, cuts)]
+    return operands, [_REL_CANON[s[i:j]] for i, j in cuts]
 
 
 # An answer's label: "x", "x_1", "AB", "f(x)", "h^{-1}(x)", "P(x)", "\theta", "k'",
