@@ -7,6 +7,7 @@ a tuple's, splitting ``a <= b < c`` into operands and operators, and recognising
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -33,17 +34,19 @@ def _top_level_cuts(s: str, stops: str, cut_at: Callable[[str, int], int | None]
     cuts = []
     depth = 0
     env = 0
-    i = 0
     n = len(s)
-    while i < n:
+    find = _marks(stops).search
+    m = find(s)
+    while m:
+        i = m.start()
         c = s[i]
         if c in _OPEN:
             depth += 1
-            i += 1
+            m = find(s, i + 1)
             continue
         if c in _CLOSE:
             depth -= 1
-            i += 1
+            m = find(s, i + 1)
             continue
         step = 1
         if c == "\\":
@@ -53,7 +56,7 @@ def _top_level_cuts(s: str, stops: str, cut_at: Callable[[str, int], int | None]
                 env = max(0, env - 1) if clamp_env else env - 1
             elif escaped_braces and i + 1 < n and s[i + 1] in "{}":
                 depth += 1 if s[i + 1] == "{" else -1
-                i += 2
+                m = find(s, i + 2)
                 continue
             if i + 1 < n and not s[i + 1].isalpha():
                 step = 2
@@ -61,10 +64,17 @@ def _top_level_cuts(s: str, stops: str, cut_at: Callable[[str, int], int | None]
             end = cut_at(s, i)
             if end is not None:
                 cuts.append((i, end))
-                i = end
+                m = find(s, end)
                 continue
-        i += step
+        m = find(s, i + step)
     return cuts
+
+
+@functools.lru_cache(maxsize=64)
+def _marks(stops: str) -> re.Pattern:
+    """The chars the walk of :func:`_top_level_cuts` acts on (brackets, backslash and
+    ``stops``): it jumps from one to the next over everything else."""
+    return re.compile("[" + re.escape("\\" + _OPEN + _CLOSE + stops) + "]")
 
 
 def _pieces(s: str, cuts: list[tuple[int, int]]) -> list[str]:
