@@ -200,6 +200,7 @@ def read_records(path: str | Path, schema_name: str = EXPORT_SCHEMA,
     for n, rec in rows:
         problems = validator.errors(rec)
         if problems:
+            _refuse_trl_layout(path)
             raise InputError(f"not a valid {schema_name.split('.')[0]} ({what} output): "
                              + "; ".join(problems[:5]),
                              str(path), n if where == "line" else None,
@@ -208,6 +209,23 @@ def read_records(path: str | Path, schema_name: str = EXPORT_SCHEMA,
     if not out:
         raise InputError(f"no records: expected {what} output", str(path))
     return out
+
+
+def _refuse_trl_layout(path: Path) -> None:
+    """A clear error when ``path`` is a data file of an export written with ``--layout``
+    (rows for a TRL trainer, not the records distill reads)."""
+    manifest = (path if path.is_dir() else path.parent) / "manifest.json"
+    try:
+        layout = json.loads(manifest.read_text()).get("layout") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    name = layout.get("name", "default") if isinstance(layout, dict) else "default"
+    if name != "default":
+        trainer = layout.get("trainer")
+        raise InputError(f"written by `curator export --layout {name}`"
+                         + (f" (rows for {trainer})" if trainer else "")
+                         + "; distill reads the default layout, which keeps every rationale with "
+                           "its label: export again without --layout (docs/trl.md)", str(path))
 
 
 def read_export(path: str | Path, split: str | None = "train") -> list[dict]:

@@ -275,3 +275,14 @@ def test_layouts_do_not_import_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("layout", ["sft", "preference", "unpaired"])
+def test_distill_names_a_trl_layout_export_instead_of_a_missing_field(layouts, layout):
+    """distill reads the default layout; a `--layout` export given to it says so (and how
+    to get the right one) rather than 'missing field ...'."""
+    from curator.errors import InputError
+    from distill.data import read_export
+    for fmt in ("jsonl", "parquet"):
+        with pytest.raises(InputError, match=rf"--layout {layout}.*export again without --layout"):
+            read_export(layouts[layout, fmt], "train")
