@@ -63,7 +63,7 @@ def generate(
 ) -> None:
     """Sample K chain-of-thought rationales per problem from a teacher and store every
     one. Re-running the same command asks only for the samples still missing."""
-    from curator.teachers.generate import (GenerateSpec, GenerationInterrupted, error_summary,
+    from curator.teachers.generate import (GenerateSpec, GenerationInterrupted,
                                            generate as run_generate, plan_generation)
     from curator.teachers.limits import LimitSpec
     from curator.teachers.progress import Progress
@@ -129,8 +129,8 @@ def generate(
     note(f"stored {st.done:,} of {st.total:,} samples ({st.truncated:,} truncated, "
          f"{st.failed:,} failed and stored with their error) in {rep.elapsed_s:.1f}s; "
          f"{st.requests:,} requests, {st.prompt_tokens:,} input and "
-         f"{st.completion_tokens:,} output tokens, {spend}; retried errors: "
-         f"{error_summary(st)}")
+         f"{st.completion_tokens:,} output tokens, {spend}; failed attempts: "
+         f"{st.failed_attempts()}")
     if rep.replayed:
         note(f"first stored {rep.replayed:,} journal records left by an interrupted run")
     if rep.claimed_elsewhere.samples:

@@ -96,6 +96,12 @@ class Stats:
     uncommitted: int = 0           # journal records not in the warehouse when the run ended
     recent: deque = field(default_factory=lambda: deque(maxlen=4096))  # (t, samples, tokens)
 
+    def failed_attempts(self) -> str:
+        """Failed attempts by class, commonest first ("connection 4, 429 2"; "none"). An
+        attempt is retried until its limit; ``failed`` counts the samples that gave up."""
+        parts = [f"{k} {v:,}" for k, v in Counter(dict(self.failures)).most_common()]
+        return ", ".join(parts) if parts else "none"
+
     def rates(self, window: float = 10.0) -> tuple[float, float]:
         """(requests/s, tokens/s) over the last ``window`` seconds. Safe to call from the
         display thread: it works on a snapshot (copying a deque is atomic)."""

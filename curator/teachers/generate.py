@@ -16,7 +16,6 @@ import asyncio
 import json
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from curator.errors import CuratorError
@@ -339,6 +338,3 @@ def _generate_claimed(wh: Warehouse, spec: GenerateSpec, plan: Plan, progress,
     return report
 
 
-def error_summary(stats: Stats) -> str:
-    parts = [f"{k} {v}" for k, v in Counter(stats.failures).most_common()]
-    return ", ".join(parts) if parts else "none"

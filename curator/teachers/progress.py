@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections import Counter
 
 from rich.console import Console
 from rich.live import Live
@@ -31,10 +30,9 @@ def _eta(st: Stats) -> str:
 def summary_line(st: Stats) -> str:
     req_s, tok_s = st.rates()
     spend = f"${st.spend:,.4f}" if st.priced else "unpriced"
-    errs = ", ".join(f"{k} {v}" for k, v in Counter(dict(st.failures)).most_common()) or "none"
     return (f"{st.done}/{st.total} samples ({st.failed} failed, {st.truncated} truncated) | "
             f"{req_s:.1f} req/s | {tok_s:,.0f} tok/s | {spend} | ETA {_eta(st)} | "
-            f"in flight {st.in_flight} | retried errors: {errs}"
+            f"in flight {st.in_flight} | failed attempts: {st.failed_attempts()}"
             + (f" | waiting: {st.waiting}" if st.waiting else ""))
 
 
@@ -54,8 +52,7 @@ class _View:
         t.add_row("speed", f"{req_s:,.1f} req/s  {tok_s:,.0f} tok/s  in flight {st.in_flight}")
         t.add_row("spend", f"${st.spend:,.4f}" if st.priced else "unpriced model")
         t.add_row("ETA", _eta(st))
-        errs = ", ".join(f"{k} {v:,}" for k, v in Counter(dict(st.failures)).most_common()) or "none"
-        t.add_row("errors", errs)
+        t.add_row("failed attempts", st.failed_attempts())
         if st.endpoints_down:
             t.add_row("skipping", ", ".join(st.endpoints_down))
         if st.waiting:
