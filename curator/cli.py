@@ -58,7 +58,7 @@ def load(
     question_field: Annotated[str, typer.Option(help="jsonl/parquet: field holding the question.")] = "question",
     answer_field: Annotated[str, typer.Option(help="jsonl/parquet: field holding the reference final answer.")] = "answer",
     solution_field: Annotated[Optional[str], typer.Option(help="jsonl/parquet: field with a worked solution (answer taken from its last \\boxed{} when --answer-field is absent).")] = None,
-    id_field: Annotated[Optional[str], typer.Option(help="jsonl/parquet: field with a stable record id (default: the line/row number).")] = None,
+    id_field: Annotated[Optional[str], typer.Option(help="jsonl/parquet: field with a stable record id (default: a hash of the question, so the same question is the same problem in any file).")] = None,
     subject_field: Annotated[Optional[str], typer.Option(help="jsonl/parquet: field with the subject.")] = None,
     level_field: Annotated[Optional[str], typer.Option(help="jsonl/parquet: field with the level.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Load the valid records and write the rejected ones, with reasons, to a rejects file.")] = False,
@@ -115,7 +115,7 @@ def load(
     if report.changes:
         shown = report.changes[:10]
         more = f" (first {len(shown)} shown)" if len(report.changes) > len(shown) else ""
-        lines = "; ".join(f"{c.source_id}: {c.stored!r} -> {c.loaded!r}" for c in shown)
+        lines = "; ".join(f"{c.label()}: {c.stored!r} -> {c.loaded!r}" for c in shown)
         if report.updated:
             note(f"updated the reference answer of {len(report.changes):,} problem(s){more}: "
                  f"{lines}. Deleted {report.verdicts_cleared:,} verdict(s) graded against the "

@@ -67,7 +67,7 @@ def test_gsm8k(wh, fixtures):
     assert rep.rows() == [("gsm8k", "test", 3, 3, 0)]
     src = [json.loads(x) for x in (fixtures / "gsm8k_test.jsonl").read_text().splitlines()]
     rows = problems(wh)
-    assert [r["reference_answer"] for r in rows if r["source_id"] == "line1"] == \
+    assert [r["reference_answer"] for r in rows if r["source_position"] == 1] == \
         [src[0]["answer"].split("####")[-1].strip().replace(",", "")]
 
 

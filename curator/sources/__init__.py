@@ -30,16 +30,17 @@ from curator.sources.math_dataset import read_math
 from curator.sources.word_problems import (asdiv_answers, element_lines, read_asdiv, read_gsm8k,
                                            read_multiarith, read_svamp)
 from curator.sources.generic import read_jsonl, read_parquet
-from curator.sources.load import (AnswerChange, LoadReport, PROBLEM_COLUMNS, READERS,
-                                  answer_changes, apply_answer_changes, insert_problems,
-                                  load_problems, problems_frame)
+from curator.sources.load import (AnswerChange, GENERATED, LOAD_FORMATS, LoadReport,
+                                  PROBLEM_COLUMNS, READERS, answer_changes,
+                                  apply_answer_changes, insert_problems, load_problems,
+                                  match_stored, problems_frame)
 
-__all__ = ['AnswerChange', 'BadRecord', 'Collector', 'FieldMap', 'LoadContext',
-           'LoadReport', 'MAX_FIELD_CHARS', 'PROBLEM_COLUMNS', 'Problem', 'READERS',
+__all__ = ['AnswerChange', 'BadRecord', 'Collector', 'FieldMap', 'GENERATED', 'LOAD_FORMATS',
+           'LoadContext', 'LoadReport', 'MAX_FIELD_CHARS', 'PROBLEM_COLUMNS', 'Problem', 'READERS',
            'Rejected', 'SPLIT_NAMES', 'SplitChoice', 'answer_changes', 'answer_value',
            'apply_answer_changes', 'asdiv_answers', 'check_source',
            'default_rejects_path', 'element_lines', 'errata', 'format_number',
-           'guard_rejects', 'insert_problems', 'iter_jsonl', 'load_problems',
+           'guard_rejects', 'insert_problems', 'iter_jsonl', 'load_problems', 'match_stored',
            'nothing_valid', 'numeric_answer', 'parse_level', 'problems_frame',
            'read_asdiv', 'read_gsm8k', 'read_json_document', 'read_jsonl', 'read_math',
            'read_multiarith', 'read_parquet', 'read_svamp', 'read_text',

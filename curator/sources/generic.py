@@ -16,7 +16,8 @@ from curator.sources.records import (BadRecord, Problem, answer_value, iter_json
                                      text_field)
 
 
-def _generic_problem(obj: dict, ctx: LoadContext, split: str, f: Path, n: int) -> Problem:
+def _generic_problem(obj: dict, ctx: LoadContext, split: str, f: Path, n: int,
+                     line: int | None = None, record: str | None = None) -> Problem:
     fm = ctx.fields
     question = text_field(obj, fm.question)
     solution = text_field(obj, fm.solution, required=False) if fm.solution else None
@@ -32,7 +33,7 @@ def _generic_problem(obj: dict, ctx: LoadContext, split: str, f: Path, n: int) -
             raise BadRecord(f"missing id field '{fm.id}'")
         source_id = str(obj[fm.id])
     else:
-        source_id = f"line{n}"
+        source_id = None  # the question's hash
     known = {fm.question, fm.answer, fm.solution, fm.id, fm.subject, fm.level}
     extra = {k: v for k, v in obj.items() if k not in known}
     subject = obj.get(fm.subject) if fm.subject else None
@@ -41,7 +42,7 @@ def _generic_problem(obj: dict, ctx: LoadContext, split: str, f: Path, n: int) -
                    subject=str(subject) if subject is not None else None,
                    level=parse_level(obj.get(fm.level)) if fm.level else None,
                    source_id=source_id, source_path=str(f), source_position=n,
-                   metadata=extra or None)
+                   line=line, record=record, metadata=extra or None)
 
 
 def read_jsonl(ctx: LoadContext) -> Iterator[Problem]:
@@ -49,7 +50,7 @@ def read_jsonl(ctx: LoadContext) -> Iterator[Problem]:
         split = ctx.split_for(f, "train")
         for n, obj in iter_jsonl(f, ctx.collector):
             p = _guard(ctx, f, n, None, obj, lambda obj=obj, n=n, f=f, split=split:
-                       _generic_problem(obj, ctx, split, f, n))
+                       _generic_problem(obj, ctx, split, f, n, line=n))
             if p:
                 yield p
 
@@ -65,6 +66,6 @@ def read_parquet(ctx: LoadContext) -> Iterator[Problem]:
             raise InputError("file has no rows", str(f))
         for n, obj in enumerate(df.iter_rows(named=True)):
             p = _guard(ctx, f, None, f"row {n}", obj, lambda obj=obj, n=n, f=f, split=split:
-                       _generic_problem(obj, ctx, split, f, n))
+                       _generic_problem(obj, ctx, split, f, n, record=f"row {n}"))
             if p:
                 yield p

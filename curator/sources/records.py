@@ -11,7 +11,7 @@ import gzip
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,19 @@ SPLIT_NAMES = ("train", "test", "validation", "valid", "dev", "val")
 
 @dataclass
 class Problem:
+    """One problem as a reader read it. ``source_id`` is the record's own id in its source
+    (SVAMP's ``ID``, MATH's ``subject/n``, ``--id-field``); a reader whose record has none
+    gives ``None``, and the id is then a hash of the (normalised) question, so that the
+    same question is the same problem whichever file or line it comes from
+    (``id_from_question``). ``line``/``record`` (or ``line_of``, computed when needed)
+    locate the record in its file for messages; they are not stored."""
+
+
     dataset: str
     split: str
     question: str
     reference_answer: str | None
-    source_id: str
+    source_id: str | None
     subject: str | None = None
     level: int | None = None
     reference_solution: str | None = None
@@ -42,10 +50,31 @@ class Problem:
     source_path: str | None = None
     source_position: int | None = None
     metadata: dict[str, Any] | None = None
+    id_from_question: bool = False
+    line: int | None = None
+    record: str | None = None
+    line_of: Callable[[], int | None] | None = field(default=None, repr=False, compare=False)
+    # the id under which the warehouse already holds this question (set by a load that
+    # finds it stored under an earlier version's line-number id)
+    stored_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source_id is None:
+            self.source_id = ids.question_key(self.question)
+            self.id_from_question = True
 
     @property
     def problem_id(self) -> str:
-        return ids.problem_id(self.dataset, self.split, self.source_id)
+        return self.stored_id or ids.problem_id(self.dataset, self.split, self.source_id)
+
+    def where(self) -> tuple[str | None, int | None, str | None]:
+        """(path, line, record name) of the record, for a located error."""
+        line = self.line if self.line is not None or self.line_of is None else self.line_of()
+        return self.source_path, line, self.record
+
+    def located(self) -> str:
+        """``path:line`` (or ``path (record 3)``), as an error names a record."""
+        return str(InputError("", *self.where()))[:-2]
 
 
 @dataclass
@@ -267,23 +296,33 @@ def answer_value(v: Any) -> str | None:
     raise BadRecord(f"answer has unsupported type {type(v).__name__}")
 
 
+def _split_named(name: str) -> str | None:
+    """The split a file or folder name names: any of its words separated by dots,
+    underscores, dashes or digits ('mydata.test.jsonl', 'gsm8k_test.jsonl',
+    'data-validation.parquet'), the last one when several do; whole words only
+    ('contest.jsonl' names none)."""
+    for tok in reversed(re.split(r"[^a-z]+", name.lower())):
+        if tok in SPLIT_NAMES:
+            return tok
+    return None
+
+
 def split_from_path(path: Path, default: str) -> str:
     """The split a path names: a folder 'train/', a file 'test.jsonl' or 'gsm8k_test.jsonl'."""
     for part in reversed(path.parts):
-        tokens = re.split(r"[^a-z]+", part.split(".")[0].lower())
-        for tok in reversed(tokens):
-            if tok in SPLIT_NAMES:
-                return tok
+        found = _split_named(part)
+        if found:
+            return found
     return default
 
 
 def split_from_file_name(path: Path) -> str | None:
-    """The split a file's own name names ('test.jsonl', 'gsm8k_test.jsonl'), else its
-    folder's when that folder is exactly a split name ('train/data.jsonl'). Other folders
-    above it are not looked at: '/tmp/test_runs/gsm.jsonl' names no split."""
-    tokens = re.split(r"[^a-z]+", path.name.split(".")[0].lower())
-    for tok in reversed(tokens):
-        if tok in SPLIT_NAMES:
-            return tok
+    """The split a file's own name names ('test.jsonl', 'gsm8k_test.jsonl',
+    'mydata.test.jsonl'), else its folder's when that folder is exactly a split name
+    ('train/data.jsonl'). Other folders above it are not looked at:
+    '/tmp/test_runs/gsm.jsonl' names no split."""
+    found = _split_named(path.name)
+    if found:
+        return found
     parent = path.parent.name.lower()
     return parent if parent in SPLIT_NAMES else None

@@ -31,7 +31,7 @@ def read_gsm8k(ctx: LoadContext) -> Iterator[Problem]:
                     raise BadRecord("nothing after '####'")
                 return Problem(dataset=ctx.dataset, split=split, question=question,
                                reference_answer=final, reference_solution=reasoning.strip(),
-                               source_id=f"line{n}", source_path=str(f), source_position=n)
+                               source_id=None, source_path=str(f), source_position=n, line=n)
             p = _guard(ctx, f, n, None, obj, build)
             if p:
                 yield p
@@ -82,13 +82,19 @@ def _json_list(ctx: LoadContext, name: str) -> tuple[Path, list, Callable[[int],
     data = read_json_document(f)
     if not isinstance(data, list):
         raise InputError(f"expected a JSON list of {name} problems, got {type(data).__name__}", str(f))
+    return f, data, element_line_finder(f)
+
+
+def element_line_finder(f: Path) -> Callable[[int], int | None]:
+    """``line_of(i)``: the line where element ``i`` of the JSON array in ``f`` starts
+    (the file is scanned the first time it is asked, so only for a bad record)."""
     starts: list[int] = []
 
     def line_of(i: int) -> int | None:
         if not starts:
             starts.extend(element_lines(read_text(f)))
         return starts[i] if i < len(starts) else None
-    return f, data, line_of
+    return line_of
 
 
 def _record_name(i: int, obj, id_field: str) -> str:
@@ -110,7 +116,9 @@ def _read_json_array(ctx: LoadContext, name: str, id_field: str,
         def one(obj=obj, i=i) -> Problem:
             if not isinstance(obj, dict):
                 raise BadRecord(f"expected an object, got {type(obj).__name__}")
-            return build(obj, i, f, split)
+            p = build(obj, i, f, split)
+            p.record, p.line_of = _record_name(i, obj, id_field), lambda i=i: line_of(i)
+            return p
         p = _guard(ctx, f, None, _record_name(i, obj, id_field), obj, one,
                    line_of=lambda i=i: line_of(i))
         if p:
@@ -127,7 +135,7 @@ def read_svamp(ctx: LoadContext) -> Iterator[Problem]:
         return Problem(dataset=ctx.dataset, split=split,
                        question=f"{body.strip()} {q.strip()}",
                        reference_answer=numeric_answer(obj["Answer"], "Answer"),
-                       subject=obj.get("Type"), source_id=str(sid if sid is not None else i),
+                       subject=obj.get("Type"), source_id=None if sid is None else str(sid),
                        source_path=str(f), source_position=i,
                        metadata={"equation": obj.get("Equation")})
     return _read_json_array(ctx, "SVAMP", "ID", build)
@@ -144,7 +152,7 @@ def read_multiarith(ctx: LoadContext) -> Iterator[Problem]:
         return Problem(dataset=ctx.dataset, split=split, question=question,
                        reference_answer=", ".join(answers),
                        reference_answers=answers if len(answers) > 1 else None,
-                       source_id=str(sid if sid is not None else i), source_path=str(f),
+                       source_id=None if sid is None else str(sid), source_path=str(f),
                        source_position=i, metadata={"equations": obj.get("lEquations")})
     return _read_json_array(ctx, "MultiArith", "iIndex", build)
 
@@ -197,7 +205,7 @@ def read_asdiv(ctx: LoadContext) -> Iterator[Problem]:
             continue
         rec = f"Problem ID={pid}" if pid else f"Problem #{i + 1}"
 
-        def build(el=el, i=i, pid=pid) -> Problem:
+        def build(el=el, i=i, pid=pid, rec=rec) -> Problem:
             def child(tag: str) -> str:
                 c = el.find(tag)
                 if c is None or c.text is None or not c.text.strip():
@@ -218,7 +226,7 @@ def read_asdiv(ctx: LoadContext) -> Iterator[Problem]:
                            reference_answers=answers if len(answers) > 1 else None,
                            subject=st.text.strip() if st is not None and st.text else None,
                            level=parse_level(el.get("Grade")), source_id=pid,
-                           source_path=str(f), source_position=i,
+                           source_path=str(f), source_position=i, record=rec,
                            metadata={"answer_raw": raw_answer, "grade": el.get("Grade"),
                                      "source": el.get("Source"),
                                      "formula": formula.text if formula is not None else None})
