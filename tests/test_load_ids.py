@@ -198,3 +198,24 @@ def test_unknown_format_lists_every_format(wh, tmp_path, cli):
         load_problems(wh, "csv", f)
     r = cli("load", "csv", f, ok=False)
     assert r.exit_code != 0 and "synthetic" in str(r.exception) + r.output
+
+
+def test_math_json_file_holding_json_lines(wh, fixtures, tmp_path):
+    f = tmp_path / "test" / "probs.json"
+    f.parent.mkdir()
+    recs = [json.loads(p.read_text()) for p in sorted((fixtures / "math").rglob("*.json"))]
+    f.write_text("".join(json.dumps(r) + "\n" for r in recs[:2]))
+    rep = load_problems(wh, "math", f)
+    assert rep.rows() == [("math", "test", 2, 2, 0)]
+    f.write_text('{\n  "problem": "p",\n  "solution": broken\n}\n')
+    with pytest.raises(InputError, match=r"probs.json:3: invalid JSON"):
+        load_problems(wh, "math", f)
+
+
+def test_cli_names_a_changed_answer_by_its_question(cli, tmp_path):
+    f = tmp_path / "train.jsonl"
+    f.write_text(MINI)
+    cli("load", "gsm8k", f)
+    f.write_text(MINI.replace("#### 2", "#### 3"))
+    r = cli("load", "gsm8k", f, "--update")
+    assert "'What is 1+1?': '2' -> '3'" in r.output
