@@ -46,7 +46,7 @@ PROBLEM_COLUMNS = ["problem_id", "dataset", "split", "subject", "level", "questi
 
 
 def problems_frame(problems: list[Problem]) -> pl.DataFrame:
-    derived = {"question_key": lambda p: ids.question_key(p.question),
+    derived = {"question_key": lambda p: p.question_key,
                "metadata": lambda p: (json.dumps(p.metadata, ensure_ascii=False, default=str)
                                       if p.metadata else None)}
     return pl.DataFrame(
@@ -243,7 +243,7 @@ def match_stored(con, problems: list[Problem], collector: Collector,
         "idx": list(range(len(problems))),
         "problem_id": [p.problem_id for p in problems],
         "dataset": [p.dataset for p in problems], "split": [p.split for p in problems],
-        "question_key": [ids.question_key(p.question) for p in problems],
+        "question_key": [p.question_key for p in problems],
         "by_question": [p.id_from_question for p in problems],
         "source_path": [p.source_path for p in problems],
         "source_position": [p.source_position for p in problems]},

@@ -7,6 +7,7 @@ reader shares (text fields, numbers, levels, answers, splits named by a path).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import gzip
 import json
 import math
@@ -60,8 +61,12 @@ class Problem:
 
     def __post_init__(self) -> None:
         if self.source_id is None:
-            self.source_id = ids.question_key(self.question)
+            self.source_id = self.question_key
             self.id_from_question = True
+
+    @functools.cached_property
+    def question_key(self) -> str:
+        return ids.question_key(self.question)
 
     @property
     def problem_id(self) -> str:
