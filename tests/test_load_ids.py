@@ -219,3 +219,16 @@ def test_cli_names_a_changed_answer_by_its_question(cli, tmp_path):
     f.write_text(MINI.replace("#### 2", "#### 3"))
     r = cli("load", "gsm8k", f, "--update")
     assert "'What is 1+1?': '2' -> '3'" in r.output
+
+
+def test_problems_an_import_created_are_not_taken_for_loaded_ones(wh, tmp_path):
+    from curator.imports import import_samples
+    ans = tmp_path / "answers.jsonl"
+    ans.write_text(json.dumps({"question": "What is 1+1?", "completion": "2", "model": "m"}) + "\n")
+    import_samples(wh, "jsonl", ans, dataset="gsm8k", split="test")
+    f = tmp_path / "test.jsonl"
+    f.write_text(MINI)
+    rep = load_problems(wh, "gsm8k", f)
+    assert rep.added == 2 and rep.changes == []
+    assert sorted(r["source_id"].split(":")[0] for r in rows(wh, "question = 'What is 1+1?'")) \
+        == ["imported", ids.question_key("What is 1+1?")]

@@ -234,7 +234,8 @@ def match_stored(con, problems: list[Problem], collector: Collector,
     * A problem whose id is its question's hash, not stored under that id, is the problem
       of the same dataset split already stored with the same question, if any (earlier
       versions gave such records their line number as id): it takes that problem's id, so
-      re-loading an old file adds nothing and --update reaches the stored problem.
+      re-loading an old file adds nothing and --update reaches the stored problem. Problems
+      `curator import` created are not matched (a load adds its own, as it always did).
     * A problem whose id is stored for *another* question (a second file reusing ids) is
       a bad record: never counted as already present, never given the other's answer."""
     if not problems:
@@ -253,7 +254,7 @@ def match_stored(con, problems: list[Problem], collector: Collector,
         earlier = con.execute("""
             SELECT i.idx, p.problem_id FROM incoming_keys i JOIN problems p
               ON p.dataset = i.dataset AND p.split = i.split AND p.question_key = i.question_key
-            WHERE i.by_question
+            WHERE i.by_question AND p.source_id NOT LIKE 'imported:%'  -- not curator import's
               AND NOT EXISTS (SELECT 1 FROM problems s WHERE s.problem_id = i.problem_id)
             QUALIFY row_number() OVER (
                 PARTITION BY i.idx
