@@ -75,7 +75,8 @@ def _math_file(ctx: LoadContext, f: Path, pos: int, split: str, obj) -> Problem 
     if not isinstance(obj, dict):
         ctx.collector.reject("expected a JSON object with 'problem' and 'solution'", f)
         return None
-    source_id = f"{f.parent.name}/{f.stem}"
+    stem = f.name[:-len(".json.gz")] if f.name.lower().endswith(".json.gz") else f.stem
+    source_id = f"{f.parent.name}/{stem}"
     return _guard(ctx, f, None, None, obj,
                   lambda: _math_problem(obj, ctx, split, source_id, f, pos))
 
