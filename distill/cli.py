@@ -23,7 +23,7 @@ from curator.errors import CuratorError, run_cli
 from distill import cli_asc, cli_pretrain
 from distill.cli_options import (Base, Chat, Data, MaxNewTokens, Mode, Out, Problems, Seed,
                                  Split, Template, TopP, Training, console, device_option,
-                                 guard_out, prompt_format, report, training_command)
+                                 prompt_format, report, training_command)
 from distill.knobs import METHODS
 
 app = typer.Typer(
@@ -134,14 +134,14 @@ def train(
     if method == "kto" and pairs_per_problem is not None:
         raise CuratorError("--pairs-per-problem applies to --method dpo (kto trains on every "
                            "rationale)")
-    if guard_out(out, training.resume, training.overwrite):
-        return
     if preference:
         from distill.preference import CONFIGS, train_preference
         extra = {"beta": beta}
         if method == "dpo":
             extra["pairs_per_problem"] = pairs_per_problem
         config = training.knobs.config(CONFIGS[method], out, **extra)
+        if training.guard(out):
+            return
         result = train_preference(method, data, base, out, config, training.fmt, split=split,
                                   init_adapter=init_adapter, resume=training.resume)
         report({method: result})
@@ -152,6 +152,8 @@ def train(
              "cl": {"cl_weight": cl_weight, "cl_temperature": cl_temperature,
                     "cl_group_size": cl_group_size}}.get(method, {})
     config = training.knobs.config(TRAINERS[method][1], out, **extra)
+    if training.guard(out):
+        return
     result = train_baseline(method, data, base, out, config, training.fmt, split=split,
                             resume=training.resume)
     report({method: result})
@@ -172,8 +174,6 @@ def nat(
 ) -> None:
     """NAT: stage 1 trains the `neg` adapter on negatives; stage 2 freezes it and trains
     the `pos` adapter and the integration gates on positives."""
-    if guard_out(out, training.resume, training.overwrite):
-        return
     import dataclasses
 
     from distill.nat.trainer import NATConfig, train_nat
@@ -188,6 +188,8 @@ def nat(
             max_steps=knobs.max_steps if neg_max_steps is None else neg_max_steps,
             lr=knobs.lr if neg_lr is None else neg_lr)
         neg_config = k1.config(NATConfig, out, **gate)
+    if training.guard(out):
+        return
     results = train_nat(data, base, out, config, training.fmt, neg=neg, neg_config=neg_config,
                         split=split, resume=training.resume)
     report(results)
@@ -209,13 +211,13 @@ def nce(
     """NCE: distil the NAT model (--nat) into a fresh `student` LoRA on the positives, each
     sample weighted by 0.5 + beta, beta = tanh(mean KL(p_neg || p_nat)); one copy of the
     base serves teacher and student."""
-    if guard_out(out, training.resume, training.overwrite):
-        return
     from distill.nce import NCEConfig, train_nce
 
     config = training.knobs.config(NCEConfig, out, nce_lambda=lam, nce_temperature=temperature,
                           precompute_beta=precompute_beta, distill_all_tokens=all_tokens,
                           nce_chunk_tokens=chunk_tokens)
+    if training.guard(out):
+        return
     result = train_nce(data, base, nat_dir, out, config, training.fmt, split=split,
                        resume=training.resume)
     report({"nce": result})

@@ -59,21 +59,41 @@ MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", help="Longest rat
 TopP = Annotated[float, typer.Option("--top-p", help="Nucleus sampling mass.")]
 
 
-def guard_out(out: Path, resume: bool, overwrite: bool) -> bool:
-    """What OUT already holds decides whether a training command may start. A finished
-    run is never replaced by accident (a student trained from it would no longer match
-    it), and an interrupted one never restarted from step 0 without being asked. Returns
-    True when OUT holds a finished run and ``--resume`` keeps it: nothing to train."""
+# Options that do not change what a run trains, so that `--resume` may give them anew:
+# how often it logs, checkpoints and to which tracker, the device it runs on, and
+# activation checkpointing (the same gradients, less memory). Every other option of a
+# training command must be the one the run was started with (docs/output-paths.md).
+RESUME_FREE = ("logging_steps", "report_to", "save_steps", "device", "cpu",
+               "gradient_checkpointing", "resume", "overwrite")
+
+
+def guard_out(out: Path, resume: bool, overwrite: bool, command: str | None = None,
+              settings: dict | None = None, flags: dict | None = None) -> bool:
+    """What OUT already holds decides whether a training command may start. OUT must be
+    absent, empty, or a folder a training command wrote (never one with other files or a
+    DuckDB database: :func:`curator.paths.guard_output`). A finished run is never
+    replaced by accident (a student trained from it would no longer match it), an
+    interrupted one never restarted from step 0 without being asked, and neither is
+    resumed with other settings than it was started with (``settings``: the command's
+    options that change the result, recorded in OUT/distill-run.json before training;
+    ``flags`` names their options). Returns True when OUT holds a finished run and
+    ``--resume`` keeps it: nothing to train."""
+    from curator.paths import guard_output
+    from distill.outputs import TRAINING_OUT
     from distill.student import MANIFEST, read_manifest
     if resume and overwrite:
         raise CuratorError("choose one of --resume (continue or keep the run in OUT) and "
                            "--overwrite (train again from step 0)")
     out = Path(out)
+    guard_output(out, TRAINING_OUT, option="--out")
+    record = read_run_record(out)
     if (out / MANIFEST).is_file():
         kind = read_manifest(out).get("method") or "distill"
         if resume:
+            _check_settings(out, f"a finished {kind} run", record, command, settings, flags)
             console.print(f"{out} already holds a finished {kind} run; --resume keeps it "
-                          f"(nothing to train; --overwrite trains again)", soft_wrap=True)
+                          f"(nothing to train; --overwrite trains again)", soft_wrap=True,
+                          markup=False)
             return True
         if not overwrite:
             raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
@@ -84,11 +104,95 @@ def guard_out(out: Path, resume: bool, overwrite: bool) -> bool:
         raise CuratorError(f"{out} holds an interrupted run ({'; '.join(partial)}); pass "
                            f"--resume to continue it, or --overwrite to start again from step "
                            f"0 (its checkpoints are removed)")
+    continuing = bool(partial) and resume
+    if continuing:
+        _check_settings(out, "an interrupted run", record, command, settings, flags)
     if overwrite:
         import shutil
         for d in checkpoint_dirs(out):
             shutil.rmtree(d, ignore_errors=True)  # every process of a job may get here
+    if settings is not None and not (continuing and record is not None):
+        write_run_record(out, command, settings)
     return False
+
+
+def run_settings(settings: dict) -> dict:
+    """``settings`` as they are recorded and compared: local paths resolved (``out/x``
+    and ``./out/x`` are the same), everything in its JSON form."""
+    import json
+
+    def norm(name, v):
+        if isinstance(v, Path) or (name == "base" and isinstance(v, str)):
+            p = Path(v)
+            return str(p.resolve()) if p.exists() else str(v)
+        return v
+    return json.loads(json.dumps({k: norm(k, v) for k, v in settings.items()}, default=str))
+
+
+def read_run_record(out: Path) -> dict | None:
+    """What the training run in OUT was started with (None: no record, e.g. a run of an
+    older version)."""
+    import json
+    from distill.outputs import RUN_RECORD
+    path = Path(out) / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CuratorError(f"{path}: unreadable record of the run's settings ({exc}); "
+                           f"pass --overwrite to train again from step 0") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("settings"), dict):
+        raise CuratorError(f"{path}: not a record of a run's settings; pass --overwrite to "
+                           f"train again from step 0")
+    return rec
+
+
+def write_run_record(out: Path, command: str | None, settings: dict) -> None:
+    """Record (atomically and fsync'd, before training) what the run in OUT is started
+    with; only the main process of a multi-process job writes it."""
+    import json
+    import os
+    from datetime import datetime, timezone
+
+    from curator.paths import atomic_write
+    from distill.outputs import RUN_RECORD
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    rec = {"tool": "distill", "command": command, "settings": run_settings(settings),
+           "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with atomic_write(Path(out) / RUN_RECORD) as fh:
+        fh.write(json.dumps(rec, indent=2) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _check_settings(out: Path, what: str, record: dict | None, command: str | None,
+                    settings: dict | None, flags: dict | None) -> None:
+    """Refuse to resume (or keep) the run in OUT with other settings than it was started
+    with, naming each difference."""
+    if settings is None:
+        return
+    if record is None:
+        console.print(f"{out} holds no record of the settings {what} was started with "
+                      f"(written by an older version); resuming with the ones given now",
+                      style="yellow", soft_wrap=True, markup=False)
+        return
+    flags = flags or {}
+    now = run_settings(settings)
+    old = record["settings"]
+    diff = []
+    if record.get("command") != command:
+        diff.append(f"command: distill {record.get('command')} there, distill {command} now")
+    for k in sorted(set(old) | set(now)):
+        if k not in RESUME_FREE and old.get(k) != now.get(k):
+            diff.append(f"{flags.get(k, '--' + k.replace('_', '-'))}: {old.get(k)!r} there, "
+                        f"{now.get(k)!r} now")
+    if diff:
+        raise CuratorError(f"{out} holds {what} started with other settings "
+                           f"({'; '.join(diff)}). Give --resume the options it was started "
+                           f"with (recorded in {out / 'distill-run.json'}), pass --overwrite "
+                           f"to train again from step 0 with these, or choose another --out")
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -167,10 +271,29 @@ class Training:
     chat_template: bool
     resume: bool
     overwrite: bool
+    command: Optional[str] = None
+    settings: Optional[dict] = None     # every option as given (OUT excluded), by name
+    flags: Optional[dict] = None        # option name -> its flag, e.g. nat_dir -> --nat
 
     @property
     def fmt(self):
         return prompt_format(self.prompt_template, self.chat_template)
+
+    def guard(self, out: Path) -> bool:
+        """:func:`guard_out` for this command's OUT and settings (after the prompt
+        options are checked: a refused option leaves OUT as it was)."""
+        self.fmt  # noqa: B018 -- raises on contradicting prompt options
+        return guard_out(out, self.resume, self.overwrite, self.command, self.settings,
+                         self.flags)
+
+
+def _flag(param: inspect.Parameter) -> str:
+    """The option a parameter is given as (``--nat`` for ``nat_dir``)."""
+    for meta in getattr(param.annotation, "__metadata__", ()):
+        for decl in getattr(meta, "param_decls", None) or ():
+            if decl.startswith("--"):
+                return decl.split("/")[0]
+    return "--" + param.name.replace("_", "-")
 
 
 def training_command(command):
@@ -181,6 +304,7 @@ def training_command(command):
     shared = inspect.signature(_training_options, eval_str=True).parameters
     params = [p for name, p in own.parameters.items() if name != "training"]
     sig = own.replace(parameters=params + list(shared.values()))
+    flags = {p.name: _flag(p) for p in sig.parameters.values()}
 
     @functools.wraps(command)
     def run(*args, **kwargs):
@@ -189,8 +313,11 @@ def training_command(command):
         mine = {k: v for k, v in bound.arguments.items() if k not in shared}
         opts = {k: v for k, v in bound.arguments.items() if k in shared}
         opts["device"] = device_option(opts["device"], opts.pop("cpu"))
+        settings = {k: v for k, v in bound.arguments.items()
+                    if k not in ("out", "resume", "overwrite")}
         training = Training(Knobs.of(opts), opts["prompt_template"], opts["chat_template"],
-                            opts["resume"], opts["overwrite"])
+                            opts["resume"], opts["overwrite"], command.__name__, settings,
+                            flags)
         return command(**mine, training=training)
 
     run.__signature__ = sig

@@ -105,3 +105,77 @@ def test_checkpoint_settings(tmp_path):
     assert off.save_strategy == "no"
     with pytest.raises(Exception, match="--save-steps -1"):
         _knobs(save_steps=-1).config(SFTConfig, tmp_path)
+
+
+def _interrupt_sft(monkeypatch, common, out, at=2):
+    """`distill train --method sft` into ``out``, killed at step ``at`` (checkpoints kept)."""
+    from distill.baselines import SFTTrainer
+    real = SFTTrainer.training_step
+
+    def dying(self, model, inputs, num_items_in_batch=None):
+        if self.state.global_step == at:
+            raise RuntimeError("killed")
+        return real(self, model, inputs, num_items_in_batch)
+
+    monkeypatch.setattr(SFTTrainer, "training_step", dying)
+    res = runner.invoke(app, ["train", *common, "--out", str(out)])
+    assert "killed" in str(res.exception)
+    monkeypatch.setattr(SFTTrainer, "training_step", real)
+
+
+def test_resume_with_other_settings_is_refused(tiny_model, export_file, tmp_path, monkeypatch):
+    common = _common(tiny_model, export_file) + ["--max-steps", "4"]
+    out = tmp_path / "sft"
+    _interrupt_sft(monkeypatch, common, out)
+    record = json.loads((out / "distill-run.json").read_text())
+    assert record["command"] == "train" and record["settings"]["method"] == "sft"
+    assert record["settings"]["lr"] == 1e-3
+    before = {p: _sha(p) for p in out.rglob("*") if p.is_file()}
+    other = [a if a != "1e-3" and a != "0.001" else "0.5" for a in common]
+    res = runner.invoke(app, ["train", *other, "--method", "mix", "--out", str(out), "--resume"])
+    msg = " ".join(str(res.exception).split())
+    assert res.exit_code != 0 and "interrupted run started with other settings" in msg, msg
+    assert "--method: 'sft' there, 'mix' now" in msg and "--lr: 0.001 there, 0.5 now" in msg
+    assert "--overwrite" in msg
+    assert {p: _sha(p) for p in out.rglob("*") if p.is_file()} == before
+    # options that do not change the result may differ
+    res = runner.invoke(app, ["train", *common, "--out", str(out), "--resume",
+                              "--logging-steps", "2", "--save-steps", "1"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "step 4/4" in res.output and "step 1/4" not in res.output
+    # a finished run is not "kept" for other settings either
+    res = runner.invoke(app, ["train", *common, "--method", "mix", "--out", str(out),
+                              "--resume"])
+    assert res.exit_code != 0 and "finished sft run started with other settings" in \
+        " ".join(str(res.exception).split())
+
+
+def test_nat_resume_with_another_gate_or_neg_is_refused(tiny_model, export_file, tmp_path):
+    out = tmp_path / "nat"
+    (out / "neg").mkdir(parents=True)
+    common = _common(tiny_model, export_file) + ["--gate-width", "8", "--max-steps", "1"]
+    from distill.cli_options import write_run_record
+    write_run_record(out, "nat", {"data": export_file, "gate_width": 16})
+    (out / "neg" / "adapter_model.safetensors").write_bytes(b"")   # a finished stage 1
+    res = runner.invoke(app, ["nat", *common, "--out", str(out), "--resume"])
+    msg = " ".join(str(res.exception).split())
+    assert res.exit_code != 0 and "--gate-width: 16 there, 8 now" in msg, msg
+
+
+def test_training_out_must_be_a_training_folder(tiny_model, export_file, tmp_path):
+    common = _common(tiny_model, export_file) + ["--max-steps", "1", "--save-steps", "0"]
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "README.md").write_text("my project\n")
+    res = runner.invoke(app, ["train", *common, "--out", str(proj)])
+    assert res.exit_code != 0 and "not a previous training output" in str(res.exception)
+    assert (proj / "README.md").read_text() == "my project\n"
+    assert sorted(p.name for p in proj.iterdir()) == ["README.md"]
+    wh = tmp_path / "warehouse"
+    wh.mkdir()
+    (wh / "curator.duckdb").write_bytes(b"\0" * 8 + b"DUCK" + b"\0" * 100)
+    for cmd in (["train", *common], ["nce", *common, "--nat", str(tmp_path / "nat")]):
+        res = runner.invoke(app, [*cmd, "--out", str(wh)])
+        assert res.exit_code != 0 and "holds the DuckDB database curator.duckdb" in \
+            str(res.exception), (res.output, res.exception)
+    assert sorted(p.name for p in wh.iterdir()) == ["curator.duckdb"]

@@ -1,0 +1,95 @@
+"""The output folders of ``distill`` commands, as :func:`curator.paths.guard_output` sees
+them (docs/output-paths.md): how each command recognises a folder it wrote before (and
+may therefore resume, add to or replace), so that it never writes into a folder of
+someone else's or one that holds a DuckDB database. Imports no torch: the commands check
+their output before any model loads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from curator.paths import OutputKind
+
+# A training command records what it was started with here, before it trains (see
+# distill.cli_options.guard_out); it also marks the folder as a training output.
+RUN_RECORD = "distill-run.json"
+# What `distill compare` writes into every stage folder it prepares.
+STAGE_STAMP = ".stage-fingerprint"
+
+
+def _entries(path: Path) -> list[str]:
+    return sorted(e.name for e in os.scandir(path))
+
+
+def _folder_kind(what: str, command: str, names: set[str], markers: set[str],
+                 hidden_prefixes: tuple[str, ...] = ()) -> OutputKind:
+    """A folder that is ours when it holds at least one of ``markers`` and nothing but
+    ``names`` (and hidden temporary files starting with ``hidden_prefixes``)."""
+    def foreign(path: Path) -> str | None:
+        entries = _entries(path)
+        strange = [n for n in entries if n not in names and not n.startswith(hidden_prefixes)]
+        if strange:
+            return f"it holds {strange[0]!r}, which `{command}` does not write"
+        if not markers & set(entries):
+            return f"it holds none of {', '.join(sorted(markers))}"
+        return None
+    return OutputKind(what, command, foreign, directory=True)
+
+
+# train / nat / nce: the adapter(s), their records, checkpoints, trackers' folders.
+TRAINING_NAMES = {
+    "adapter_config.json", "adapter_model.safetensors", "README.md", "distill.json",
+    RUN_RECORD, "training_args.json", "loss_curve.json", "loss_curve.png", "checkpoints",
+    "neg", "pos", "runs", "mlruns", "wandb", "trackio", "betas.jsonl", "beta_summary.json",
+    "beta_hist.png", "nat_gate.json"}
+TRAINING_OUT = _folder_kind(
+    "training output", "distill train|nat|nce", TRAINING_NAMES,
+    {RUN_RECORD, "distill.json", "checkpoints", "neg", "pos"}, (".saving-",))
+
+RANKER_OUT = _folder_kind(
+    "ranker", "distill ranker",
+    {"adapter_config.json", "adapter_model.safetensors", "README.md", "ranker.json",
+     "training_args.json", "loss_curve.json", "loss_curve.png", "model", "runs", "mlruns",
+     "wandb", "trackio"},
+    {"ranker.json", "adapter_config.json", "model"})
+
+EVAL_NAMES = {"eval.json", "samples.jsonl", "greedy.jsonl", "grades.jsonl", "scores.jsonl",
+              "votes.jsonl", "votes.jsonl.tmp", "report.json", "report.md", "report.png"}
+
+
+def _eval_foreign(path: Path) -> str | None:
+    entries = set(_entries(path)) - {STAGE_STAMP}     # a compare stage folder, not begun
+    strange = sorted(n for n in entries if n not in EVAL_NAMES)
+    if strange:
+        return f"it holds {strange[0]!r}, which `distill eval` does not write"
+    if entries and "eval.json" not in entries:
+        return "it holds no eval.json (the settings of the evaluation)"
+    return None
+
+
+EVAL_OUT = OutputKind("evaluation", "distill eval", _eval_foreign, directory=True)
+
+# init-tiny replaces its own tiny model (never a pre-trained or converted one).
+TINY_NAMES = {"chat_template.jinja", "config.json", "generation_config.json",
+              "model.safetensors", "tiny_shape.json", "tokenizer.json", "tokenizer_config.json",
+              "special_tokens_map.json"}
+TINY_OUT = _folder_kind("tiny model", "distill init-tiny", TINY_NAMES, {"tiny_shape.json"})
+
+
+def _never(path: Path) -> str | None:
+    return f"it holds {_entries(path)[0]!r}; the command writes only into an absent or " \
+           f"empty directory"
+
+
+PRETRAIN_OUT = OutputKind("pre-trained model", "distill pretrain", _never, directory=True)
+
+
+def _compare_foreign(path: Path) -> str | None:
+    entries = set(_entries(path))
+    if not entries & {"stages", "runs.jsonl"}:
+        return "it holds no stages/ or runs.jsonl of a comparison"
+    return None
+
+
+COMPARE_OUT = OutputKind("comparison", "distill compare", _compare_foreign, directory=True)
