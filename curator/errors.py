@@ -39,7 +39,11 @@ def run_cli(app: Callable[[], object], console, interrupted: str,
     try:
         app()
     except CuratorError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        # the message as written: never read as console markup (a "[warehouse]" in it
+        # would otherwise vanish)
+        from rich.text import Text
+        console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False,
+                      soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print(interrupted)

@@ -252,23 +252,27 @@ def generate(
     from rich.progress import Progress
 
     from distill.data import read_eval
-    from distill.generate import SamplingConfig, student_name
+    from distill.generate import SamplingConfig, check_samples_file, student_name
     from distill.generate import generate as run
     from distill.models import default_device
-    from distill.student import load_student
+    from distill.student import load_student, modes_of
 
-    problems = read_eval(data, split)
-    problems = problems[:limit] if limit else problems
-    model, tokenizer, fmt, modes = load_student(
-        base, adapter, dtype=dtype, device=default_device() if device == "auto" else device)
+    # every check before the model loads: the settings, the student's modes, --out
+    cfg = SamplingConfig(samples=samples, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
+    own_fmt = prompt_format(prompt_template, chat_template) \
+        if (prompt_template or chat_template) else None
+    modes = modes_of(adapter)
     mode = mode or modes[0]
     if mode not in modes:
         raise CuratorError(f"--mode {mode!r}: this student supports {', '.join(modes)}")
-    if prompt_template or chat_template:
-        fmt = prompt_format(prompt_template, chat_template)
     name = model_name or student_name(adapter, base, mode)
-    cfg = SamplingConfig(samples=samples, max_new_tokens=max_new_tokens,
-                         temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
+    check_samples_file(out, name)
+    problems = read_eval(data, split)
+    problems = problems[:limit] if limit else problems
+    model, tokenizer, fmt, _ = load_student(
+        base, adapter, dtype=dtype, device=default_device() if device == "auto" else device)
+    fmt = own_fmt or fmt
     n = 0
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task(f"sampling ({name})", total=len(problems) * samples)

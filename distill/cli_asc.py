@@ -11,9 +11,11 @@ from typing import Annotated, Optional
 import typer
 
 from curator.errors import CuratorError
+from curator.paths import guard_output
 from distill import cli_options as base
 from distill.cli_options import console
 from distill.knobs import Knobs
+from distill.outputs import RANKER_OUT
 
 
 def ranker(
@@ -46,8 +48,11 @@ def ranker(
     knobs = Knobs.of(locals(), train_on_prompt=False)
     config = knobs.config(RankerConfig, out, loss=loss, holdout=holdout,
                           pairs_per_problem=pairs_per_problem, lora=lora)
+    fmt = base.prompt_format(prompt_template, chat_template)
+    # a previous ranker in OUT is replaced; any other folder is refused (before the model loads)
+    guard_output(out, RANKER_OUT, option="--out")
     r = train_ranker(data, base_model, out, config,
-                     base.prompt_format(prompt_template, chat_template), validation)
+                     fmt, validation)
     b, a = r.heldout_before, r.heldout_after
     fmt = (lambda x: "n/a" if x is None else f"{100 * x:.1f}%")
     console.print(f"ranker ({loss}): {r.pairs} training pairs, {r.steps} steps; held-out "

@@ -18,7 +18,9 @@ from rich.console import Console
 from curator.errors import CuratorError
 from distill.knobs import Knobs
 
-console = Console(stderr=True)
+# No console markup: what distill prints holds paths, model names and config keys such as
+# "[warehouse]", which rich would otherwise take for markup and drop.
+console = Console(stderr=True, markup=False)
 
 
 # -- shared options ------------------------------------------------------------------------

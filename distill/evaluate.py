@@ -91,12 +91,13 @@ def _sample_key(rec: dict, source: str) -> str:
 
 # -- steps -----------------------------------------------------------------------------------
 
-def check_manifest(out: Path, manifest: dict) -> None:
-    """Refuse to mix samples of different students or sampling settings in one OUT."""
+def check_manifest(out: Path, manifest: dict) -> bool:
+    """Refuse to mix samples of different students or sampling settings in one OUT;
+    returns whether OUT has no ``eval.json`` yet (the caller writes it once every other
+    check has passed, so that a refused evaluation leaves nothing behind)."""
     path = out / MANIFEST
     if not path.is_file():
-        path.write_text(json.dumps(manifest, indent=2))
-        return
+        return True
     old = json.loads(path.read_text())
     diff = [k for k in ("base", "adapter", "mode", "model", "sampling", "prompt_format")
             if old.get(k) != manifest.get(k)]
@@ -104,6 +105,7 @@ def check_manifest(out: Path, manifest: dict) -> None:
         raise CuratorError(f"{out} holds an evaluation with other settings ({', '.join(diff)}: "
                            f"{[old.get(k) for k in diff]} there, {[manifest.get(k) for k in diff]} "
                            f"now); choose another --out")
+    return False
 
 
 def sample(model, tokenizer, fmt, problems: list[dict], cfg: EvalConfig, name: str,
@@ -422,10 +424,13 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
     from distill.models import default_device
     from distill.student import load_student, modes_of, read_manifest
 
+    from curator.paths import guard_output
+    from distill.outputs import EVAL_OUT
+
     if cfg.samples < 1:
         raise CuratorError("--samples must be at least 1")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # OUT: absent, empty or an evaluation (never a foreign folder or a warehouse's)
+    out = guard_output(out, EVAL_OUT, option="--out")
     problems = read_eval(data)
     no_ref = [p["problem_id"] for p in problems if not (p.get("reference_answer") or "").strip()]
     problems = [p for p in problems if (p.get("reference_answer") or "").strip()]
@@ -445,7 +450,8 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
     fmt = fmt or (PromptFormat.from_json(read_manifest(adapter)["prompt_format"])
                   if adapter is not None and "prompt_format" in read_manifest(adapter)
                   else PromptFormat())
-    check_manifest(out, _manifest(base, adapter, mode, name, data, cfg, fmt))
+    manifest = _manifest(base, adapter, mode, name, data, cfg, fmt)
+    new_out = check_manifest(out, manifest)
     store = None
     if warehouse is not None:   # before the model loads: a wrong warehouse fails at once
         from distill.eval_warehouse import StudentStore
@@ -454,6 +460,12 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
                                                   "prompt_format": fmt.to_json()},
                              problems=problems, echo=echo,
                              greedy_run=cfg.greedy and not greedy_is_first)
+    # every check passed: OUT is this evaluation's from now on
+    out.mkdir(parents=True, exist_ok=True)
+    if new_out:
+        from curator.paths import atomic_write
+        with atomic_write(out / MANIFEST) as fh:
+            fh.write(json.dumps(manifest, indent=2))
 
     def tick(label: str, total: int):
         return progress(label, total) if progress else None

@@ -93,14 +93,24 @@ def sample_batch(model, tokenizer, prompts: list[list[int]], cfg: SamplingConfig
     return results
 
 
-def _done_pairs(out: Path, model_name: str) -> set[tuple[str, int]]:
-    """(problem_id, sample_index) already written to ``out`` by this model. A trailing
-    partial line (interrupted write) is cut off."""
-    records = read_jsonl_durable(out)
+def check_samples_file(out: str | Path, model_name: str) -> list[dict]:
+    """Refuse ``out`` as the samples file of ``model_name`` unless it is absent, empty or
+    samples of that model written by :func:`generate` (never the warehouse or someone
+    else's file); returns the records it holds. Writes nothing, so that a command can
+    check its --out before it loads a model."""
+    out = guard_output(out, SAMPLES, option="--out")
+    records = read_jsonl_durable(out) if out.is_file() else []
     for rec in records:
         if rec.get("model") != model_name:
             raise CuratorError(f"{out} already holds samples of model {rec.get('model')!r}; "
                                f"write {model_name!r} to another file")
+    return records
+
+
+def _done_pairs(out: Path, model_name: str) -> set[tuple[str, int]]:
+    """(problem_id, sample_index) already written to ``out`` by this model. A trailing
+    partial line (interrupted write) is cut off."""
+    records = check_samples_file(out, model_name)
     read_jsonl_durable(out, truncate=True)
     return {(rec["problem_id"], int(rec["sample_index"])) for rec in records}
 
@@ -129,7 +139,7 @@ def generate(model, tokenizer, fmt: PromptFormat, problems: list[dict], cfg: Sam
     if out is not None:
         # resuming appends to (and may cut a torn last line off) OUT: only ever a file
         # of ours, never the warehouse or someone else's file
-        out = guard_output(out, SAMPLES, option="--out")
+        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         done = _done_pairs(out, model_name)
         todo = [(p, k) for p, k in todo if (p["problem_id"], k) not in done]

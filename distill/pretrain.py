@@ -152,6 +152,9 @@ def pretrain(out: str | Path, cfg: PretrainConfig = PretrainConfig(),
     out = Path(out)
     if (out / PRETRAIN_JSON).is_file() or (out / "config.json").is_file():
         raise CuratorError(f"{out} already holds a model; choose another OUT or remove it")
+    from curator.paths import guard_output
+    from distill.outputs import PRETRAIN_OUT
+    guard_output(out, PRETRAIN_OUT, option="OUT")    # absent or empty, no warehouse's
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     fmt = PromptFormat(template=cfg.template or DEFAULT_TEMPLATE)

@@ -111,7 +111,12 @@ def init_tiny(out: str | Path, shape: TinyShape = TinyShape(), seed: int = 0,
     if shape.hidden % shape.heads:
         raise CuratorError(f"--hidden ({shape.hidden}) must be a multiple of --heads "
                            f"({shape.heads})")
-    out = Path(out)
+    from curator.paths import guard_output
+    from distill.outputs import TINY_OUT
+
+    # absent, empty or an earlier tiny model (replaced); never someone else's files, a
+    # pre-trained model, or a folder holding a DuckDB database
+    out = guard_output(out, TINY_OUT, option="OUT")
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(texts if texts is not None else demo_texts(), shape.vocab,
                                 digits=shape.digits)

@@ -61,7 +61,12 @@ def compare(config: str | Path, out: str | Path | None = None, redo: tuple[str, 
     """Run (or resume) the comparison described by ``config`` and write the table;
     ``seeds`` overrides the config's ``seeds``, ``db`` its ``[warehouse] db``, and
     ``no_warehouse`` drops its ``[warehouse]``."""
+    from curator.paths import guard_output
+    from distill.outputs import COMPARE_OUT
+
     cfg = load_config(config, out, seeds=seeds, db=db, no_warehouse=no_warehouse)
+    # out: absent, empty or a comparison (never a foreign folder or a warehouse's)
+    guard_output(cfg.out, COMPARE_OUT, option="out")
     stages = plan(cfg, echo)
     outcomes = run_stages(stages, cfg.out, redo=redo, dry_run=dry_run, echo=echo)
     t = None if dry_run else write_table(cfg)
