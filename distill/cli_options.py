@@ -75,11 +75,11 @@ def guard_out(out: Path, resume: bool, overwrite: bool, command: str | None = No
     absent, empty, or a folder a training command wrote (never one with other files or a
     DuckDB database: :func:`curator.paths.guard_output`). A finished run is never
     replaced by accident (a student trained from it would no longer match it), an
-    interrupted one never restarted from step 0 without being asked, and neither is
-    resumed with other settings than it was started with (``settings``: the command's
-    options that change the result, recorded in OUT/distill-run.json before training;
-    ``flags`` names their options). Returns True when OUT holds a finished run and
-    ``--resume`` keeps it: nothing to train."""
+    interrupted one never restarted from step 0 without being asked nor continued with
+    other settings than it was started with (``settings``: the command's options, recorded
+    in OUT/distill-run.json before training; those in :data:`RESUME_FREE` may differ;
+    ``flags`` names the options). Returns True when OUT holds a finished run and
+    ``--resume`` keeps it (with a note of settings that differ): nothing to train."""
     from curator.paths import guard_output
     from distill.outputs import TRAINING_OUT
     from distill.student import MANIFEST, read_manifest
@@ -92,7 +92,11 @@ def guard_out(out: Path, resume: bool, overwrite: bool, command: str | None = No
     if (out / MANIFEST).is_file():
         kind = read_manifest(out).get("method") or "distill"
         if resume:
-            _check_settings(out, f"a finished {kind} run", record, command, settings, flags)
+            differ = _differences(record, command, settings, flags)
+            if differ:   # nothing is trained, so nothing is mixed: said, not refused
+                console.print(f"note: the finished run in {out} was started with other "
+                              f"settings than these ({'; '.join(differ)})", style="yellow",
+                              soft_wrap=True)
             console.print(f"{out} already holds a finished {kind} run; --resume keeps it "
                           f"(nothing to train; --overwrite trains again)", soft_wrap=True,
                           markup=False)
@@ -169,6 +173,25 @@ def write_run_record(out: Path, command: str | None, settings: dict) -> None:
         os.fsync(fh.fileno())
 
 
+def _differences(record: dict | None, command: str | None, settings: dict | None,
+                 flags: dict | None) -> list[str]:
+    """Each setting that changes the result and differs between the ``record`` of a run
+    and ``settings``, as ``--option: <there> there, <now> now``."""
+    if record is None or settings is None:
+        return []
+    flags = flags or {}
+    now = run_settings(settings)
+    old = record["settings"]
+    diff = []
+    if record.get("command") != command:
+        diff.append(f"command: distill {record.get('command')} there, distill {command} now")
+    for k in sorted(set(old) | set(now)):
+        if k not in RESUME_FREE and old.get(k) != now.get(k):
+            diff.append(f"{flags.get(k, '--' + k.replace('_', '-'))}: {old.get(k)!r} there, "
+                        f"{now.get(k)!r} now")
+    return diff
+
+
 def _check_settings(out: Path, what: str, record: dict | None, command: str | None,
                     settings: dict | None, flags: dict | None) -> None:
     """Refuse to resume (or keep) the run in OUT with other settings than it was started
@@ -180,16 +203,7 @@ def _check_settings(out: Path, what: str, record: dict | None, command: str | No
                       f"(written by an older version); resuming with the ones given now",
                       style="yellow", soft_wrap=True, markup=False)
         return
-    flags = flags or {}
-    now = run_settings(settings)
-    old = record["settings"]
-    diff = []
-    if record.get("command") != command:
-        diff.append(f"command: distill {record.get('command')} there, distill {command} now")
-    for k in sorted(set(old) | set(now)):
-        if k not in RESUME_FREE and old.get(k) != now.get(k):
-            diff.append(f"{flags.get(k, '--' + k.replace('_', '-'))}: {old.get(k)!r} there, "
-                        f"{now.get(k)!r} now")
+    diff = _differences(record, command, settings, flags)
     if diff:
         raise CuratorError(f"{out} holds {what} started with other settings "
                            f"({'; '.join(diff)}). Give --resume the options it was started "

@@ -85,10 +85,17 @@ def _never(path: Path) -> str | None:
 PRETRAIN_OUT = OutputKind("pre-trained model", "distill pretrain", _never, directory=True)
 
 
+COMPARE_FILES = ("comparison.json", "comparison.md", "comparison.png", "runs.jsonl")
+
+
 def _compare_foreign(path: Path) -> str | None:
+    """Compare writes its own stage folders (each refuses to be one it did not prepare,
+    distill.compare.stages) and these files beside them: a folder holding one of them
+    that is not a comparison's is refused."""
     entries = set(_entries(path))
-    if not entries & {"stages", "runs.jsonl"}:
-        return "it holds no stages/ or runs.jsonl of a comparison"
+    clash = [n for n in COMPARE_FILES if n in entries]
+    if clash and "stages" not in entries:
+        return f"it holds {clash[0]} but no stages/ of a comparison"
     return None
 
 

@@ -143,3 +143,13 @@ def test_ranker_pretrain_and_compare_refuse_a_warehouse_folder(tmp_path, export_
                               "--out", str(wh), "--dry-run", "--no-warehouse"])
     assert res.exit_code != 0 and "holds the DuckDB database" in _msg(res), _msg(res)
     assert sorted(p.name for p in wh.iterdir()) == ["curator.duckdb"]
+
+
+def test_compare_refuses_an_out_with_a_foreign_table(tmp_path):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "comparison.md").write_text("my notes\n")
+    res = runner.invoke(app, ["compare", "--config", str(CONFIGS / "compare-tiny.toml"),
+                              "--out", str(out), "--dry-run", "--no-warehouse"])
+    assert res.exit_code != 0 and "holds comparison.md but no stages/" in _msg(res), _msg(res)
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.md"]
