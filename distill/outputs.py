@@ -42,10 +42,11 @@ TRAINING_NAMES = {
     "adapter_config.json", "adapter_model.safetensors", "README.md", "distill.json",
     RUN_RECORD, "training_args.json", "loss_curve.json", "loss_curve.png", "checkpoints",
     "neg", "pos", "runs", "mlruns", "wandb", "trackio", "betas.jsonl", "beta_summary.json",
-    "beta_hist.png", "nat_gate.json"}
+    "betas.meta.json", "beta_hist.png", "nat_gate.json"}
 TRAINING_OUT = _folder_kind(
     "training output", "distill train|nat|nce", TRAINING_NAMES,
-    {RUN_RECORD, "distill.json", "checkpoints", "neg", "pos"}, (".saving-",))
+    {RUN_RECORD, "distill.json", "checkpoints", "neg", "pos"},
+    (".",))   # hidden: files being written (.saving-<adapter>, .<name>.<random>.part)
 
 RANKER_OUT = _folder_kind(
     "ranker", "distill ranker",
