@@ -427,8 +427,7 @@ def evaluate(base: str | Path, data: str | Path, out: str | Path, cfg: EvalConfi
     from curator.paths import guard_output
     from distill.outputs import EVAL_OUT
 
-    if cfg.samples < 1:
-        raise CuratorError("--samples must be at least 1")
+    # (cfg's sampling settings were checked when it was made: SamplingConfig)
     # OUT: absent, empty or an evaluation (never a foreign folder or a warehouse's)
     out = guard_output(out, EVAL_OUT, option="--out")
     problems = read_eval(data)

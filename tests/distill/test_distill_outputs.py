@@ -65,15 +65,19 @@ def test_eval_and_generate_refuse_an_out_before_the_model_loads(tiny_model, eval
     assert notes.read_text() == "mine\n"
 
 
-@pytest.mark.parametrize("option, value, why", [
-    ("--temperature", "-1", "--temperature -1.0: must be 0 (greedy) or more"),
-    ("--top-p", "0", "--top-p 0.0: must be more than 0 and at most 1"),
-    ("--top-p", "1.5", "--top-p 1.5: must be more than 0 and at most 1"),
-    ("--samples", "0", "--samples 0: must be at least 1"),
-    ("--max-new-tokens", "0", "--max-new-tokens 0: must be at least 1"),
-])
+# a bad sampling setting -> what the refusal says
+BAD_SAMPLING = {"--temperature -1": "--temperature -1.0: must be 0 (greedy) or more",
+                "--top-p 0": "--top-p 0.0: must be more than 0 and at most 1",
+                "--top-p 1.5": "--top-p 1.5: must be more than 0 and at most 1",
+                "--samples 0": "--samples 0: must be at least 1",
+                "--max-new-tokens 0": "--max-new-tokens 0: must be at least 1"}
+
+
+@pytest.mark.parametrize("setting", sorted(BAD_SAMPLING))
 def test_sampling_settings_are_checked_first(tiny_model, eval_file, tmp_path, no_model,
-                                             option, value, why):
+                                             setting):
+    option, value = setting.split()
+    why = BAD_SAMPLING[setting]
     common = ["--base", str(tiny_model), "--data", str(eval_file), "--device", "cpu",
               option, value]
     res = runner.invoke(app, ["eval", *common, "--no-warehouse", "--out", str(tmp_path / "e")])
