@@ -153,7 +153,7 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
         if funnel[-1][1] == 0:
             raise _empty_error(con, funnel, grader)
 
-        held_back = _held_back(con, opts, run_ids)
+        held_back, same_question_as = _held_back(con, opts, run_ids)
         students = _left_out_students(con, run_ids)
         assignment, split_block = _assign(con, opts, spec, earlier, warnings)
         sizes = splits.split_sizes(assignment, spec)
@@ -246,6 +246,9 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                 "problems": len({p for ids in held_back.values() for p in ids}),
                 "reasons": held_back,
                 "student_runs_left_out": students,
+                # held back for their question: {problem id: the evaluation problems
+                # with that question} (only when there are any)
+                **({"same_question_as": same_question_as} if same_question_as else {}),
             },
             "duplicates_dropped": duplicates,
             "capped": capped,
