@@ -335,7 +335,7 @@ def _assign(con, opts: ExportOptions, spec: splits.SplitSpec, earlier,
                 f"smallest problem_id of their question that it placed (ids in manifest.json "
                 f"split_assignment.moved)")
     block["reused"], block["hashed"] = result.reused, result.hashed
-    block["moved"] = result.moved
+    block["moved"] = sorted(result.moved)
     return result.assignment, block
 
 
