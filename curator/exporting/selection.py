@@ -353,18 +353,54 @@ def _question_representatives(con) -> dict[str, str]:
     return dict(rows)
 
 
-def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None) -> CuratorError:
+def _ungraded(con, opts: ExportOptions, run_ids: list[str] | None) -> list[dict]:
+    """Samples of the selected runs (--runs, or the teacher runs; and --dataset) that have
+    a rationale but no verdict of the current grader, per run: the export cannot label
+    them, so they are left out, and `curator grade` is what brings them in."""
+    runs = (f"s.run_id IN {_sql_list(run_ids)}" if run_ids is not None
+            else "r.role = 'teacher'")
+    datasets = (f" AND s.problem_id IN (SELECT problem_id FROM problems WHERE dataset IN "
+                f"{_sql_list(opts.datasets)})" if opts.datasets else "")
+    rows = con.execute(f"""
+        SELECT r.run_id, r.model, count(*)
+        FROM samples s JOIN run_roles r ON r.run_id = s.run_id
+        WHERE {runs}{datasets} AND s.completion IS NOT NULL
+          AND s.sample_id NOT IN (SELECT sample_id FROM current_grades)
+        GROUP BY ALL ORDER BY r.run_id""").fetchall()
+    return [{"run_id": rid, "model": model, "samples": n} for rid, model, n in rows]
+
+
+def ungraded_line(ungraded: list[dict], grader: str | None) -> str:
+    """The sentence that names the ungraded samples left out, and the command to run."""
+    n = sum(u["samples"] for u in ungraded)
+    runs = ", ".join(f"{u['run_id']} ({u['model']}) {u['samples']}" for u in ungraded)
+    by = f"the current grader {grader}" if grader else "any grader"
+    return (f"{n} sample(s) of the selected runs are not graded by {by} and are "
+            f"not exported: {runs}; run `curator grade` to grade them")
+
+
+def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None,
+                 ungraded: list[dict] = ()) -> CuratorError:
     if grader is None:
         return CuratorError("nothing to export: no sample has been graded yet; run "
                             "`curator grade` first")
     if funnel[0][1] == 0:
         return CuratorError(f"nothing to export: no sample is graded by the current grader "
                             f"{grader}; run `curator grade`")
+    hint = f". {ungraded_line(ungraded, grader)}" if ungraded else ""
     for (prev_name, prev), (name, n) in zip(funnel, funnel[1:]):
         if n == 0:
+            if name.startswith("--runs") and ungraded:
+                # the runs are there, only not graded: say so, not "--runs is wrong"
+                total = sum(u["samples"] for u in ungraded)
+                runs = ", ".join(f"{u['run_id']} ({u['model']}): {u['samples']}"
+                                 for u in ungraded)
+                return CuratorError(f"nothing to export: {name} has no sample graded by the "
+                                    f"current grader {grader}, and {total} not graded "
+                                    f"({runs}); run `curator grade` first")
             return CuratorError(f"the selection is empty: {name} left 0 of the {prev} "
-                                f"samples that remained after {prev_name}")
-    return CuratorError("the selection is empty")
+                                f"samples that remained after {prev_name}{hint}")
+    return CuratorError("the selection is empty" + hint)
 
 
 def _counts(con, table: str) -> tuple[dict, dict]:

@@ -53,8 +53,8 @@ from curator.exporting.options import (EXTRA_COLUMNS, ExportOptions, ExportResul
                                        STRATA_COLUMNS)
 from curator.exporting.selection import (_apply_caps, _assign, _cap_order, _caps, _counts,
                                          _drop_duplicates, _empty_error, _funnel, _held_back,
-                                         _left_out_students, _resolve_runs, records_query,
-                                         selection_query)
+                                         _left_out_students, _resolve_runs, _ungraded,
+                                         records_query, selection_query, ungraded_line)
 from curator.exporting.splits_from import read_earlier_assignment
 from curator.ids import stable_id
 from curator.warehouse import Warehouse
@@ -150,8 +150,11 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                                    f"record fields and {', '.join(EXTRA_COLUMNS)}") from exc
             raise
         funnel = _funnel(con, opts, run_ids)
+        ungraded = _ungraded(con, opts, run_ids)
         if funnel[-1][1] == 0:
-            raise _empty_error(con, funnel, grader)
+            raise _empty_error(con, funnel, grader, ungraded)
+        if ungraded:
+            warnings.append(ungraded_line(ungraded, grader))
 
         held_back, same_question_as = _held_back(con, opts, run_ids)
         students = _left_out_students(con, run_ids)
@@ -250,6 +253,8 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                 # with that question} (only when there are any)
                 **({"same_question_as": same_question_as} if same_question_as else {}),
             },
+            # samples of the selected runs without the current grader's verdict
+            "ungraded_left_out": ungraded,
             "duplicates_dropped": duplicates,
             "capped": capped,
             "schema_shapes_validated": shapes,
