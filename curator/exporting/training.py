@@ -7,13 +7,17 @@ warehouse is never written except for the one-row record of the finished export)
    grader, labelled by the ``positives`` / ``negatives`` views, with one flag per
    filter in a fixed order (``--runs``, or teacher runs only when --runs is not given;
    ``--dataset``, ``--where``, no error, has a rationale, not truncated; evaluation
-   problems held back), and, for the samples that pass them all, the record
+   problems, and problems with the question of one, held back), and, for the samples
+   that pass them all, the record
    fields and a 64-bit hash of the rationale; into a temporary table in file order
    (problem, sample). The flags count the funnel, so an empty selection names the
    filter that emptied it. (Reading the text is cheap; what costs is sorting and
    copying it, so it is done once, and only for the samples that pass.)
+   Samples of the selected runs that the current grader has not graded cannot be
+   labelled: they are counted, per run, into a warning that names `curator grade`.
 2. **split** by problem (:mod:`curator.exporting.splits`): by the keyed hash of the
-   problem id and the seed (the default; an earlier export's assignment where
+   problem id and the seed, problems that share a question together (the default; an
+   earlier export's assignment where
    ``--splits-from`` gives one), or by the balanced, stratified method when asked,
    written into the records' ``export_split`` column (an UPDATE keeps the rows where
    they are). Duplicate removal keeps one rationale of
