@@ -159,8 +159,9 @@ def export(
         show_default=False)] = None,
     allow_eval_problems: Annotated[bool, typer.Option(
         "--allow-eval-problems",
-        help="DANGER: also put problems of a dataset's test split and problems written by "
-             "`curator export-eval` into the splits (held back by default).")] = False,
+        help="DANGER: also put problems of a dataset's test split, problems written by "
+             "`curator export-eval` and problems with the same question as one of those "
+             "into the splits (held back by default).")] = False,
     max_positives: Annotated[Optional[int], typer.Option(
         help="At most this many positives per problem (chosen by seeded hash).")] = None,
     max_negatives: Annotated[Optional[int], typer.Option(

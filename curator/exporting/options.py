@@ -18,8 +18,10 @@ _HASH = splits.HASH_METHOD
 # and what they mean.
 HELD_TEST_SPLIT = "dataset_test_split"
 HELD_EVAL_EXPORT = "eval_export"
+HELD_SAME_QUESTION = "same_question"
 HELD_BACK_REASONS = {HELD_TEST_SPLIT: "in the test split of their dataset",
-                     HELD_EVAL_EXPORT: "written by curator export-eval"}
+                     HELD_EVAL_EXPORT: "written by curator export-eval",
+                     HELD_SAME_QUESTION: "with the same question as an evaluation problem"}
 # Columns a --where expression may use, besides the record fields of the schema.
 EXTRA_COLUMNS = ("problem_split", "sample_index", "grade_status", "finish_reason",
                  "error_class", "prompt_tokens", "completion_tokens", "provider")

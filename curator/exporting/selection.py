@@ -13,7 +13,7 @@ import duckdb
 from curator.errors import CuratorError
 from curator.exporting import layouts, schema, splits
 from curator.exporting.options import (DEFAULT_STRATIFY, ExportOptions, HELD_EVAL_EXPORT,
-                                       HELD_TEST_SPLIT)
+                                       HELD_SAME_QUESTION, HELD_TEST_SPLIT)
 
 
 def _sql_str(s: str) -> str:
@@ -50,10 +50,23 @@ class _Filter:
 
 
 TEACHER_FILTER = "teacher runs only: student runs are left out (name them in --runs to take them)"
-HELD_BACK_FILTER = ("holding back evaluation problems: a dataset's test split and problems "
-                    "written by curator export-eval (--allow-eval-problems takes them)")
+HELD_BACK_FILTER = ("holding back evaluation problems: a dataset's test split, problems "
+                    "written by curator export-eval and problems with the same question as "
+                    "one of those (--allow-eval-problems takes them)")
+# The evaluation problems themselves (a problem of a test split as loaded, or one that
+# an eval export wrote), over the problems table.
+_EVAL_PROBLEMS_SQL = ("SELECT problem_id, question_key FROM problems WHERE split = 'test' "
+                      "OR problem_id IN (SELECT problem_id FROM eval_export_problems)")
+# ... and every problem with the question of one of them: the same question under
+# another id (imported before its dataset was loaded, loaded under two datasets or
+# splits) must not reach training either. Questions are compared by the stored
+# problems.question_key (curator.ids.question_key: the text NFKC-normalised, a leading
+# "Problem:" / trailing "Solution:" label dropped, whitespace runs collapsed, case kept),
+# the key `curator import` links rationales to problems by.
 _HELD_BACK_SQL = ("problem_split IS DISTINCT FROM 'test' AND problem_id NOT IN "
-                  "(SELECT problem_id FROM eval_export_problems)")
+                  "(SELECT problem_id FROM eval_export_problems) AND problem_id NOT IN "
+                  "(SELECT problem_id FROM problems WHERE question_key IN "
+                  f"(SELECT question_key FROM ({_EVAL_PROBLEMS_SQL})))")
 
 
 def _filters(opts: ExportOptions, run_ids: list[str] | None) -> list[_Filter]:
@@ -222,29 +235,39 @@ def _apply_caps(con, opts: ExportOptions) -> int:
     return n
 
 
-def _held_back(con, opts: ExportOptions, run_ids) -> dict:
+def _held_back(con, opts: ExportOptions, run_ids) -> tuple[dict, dict]:
     """The problems the held-back filter kept out of this export (that every other
-    filter let through), by reason: ``{reason: sorted problem ids}``."""
+    filter let through), by reason: ``{reason: sorted problem ids}``; and, for those held
+    back only for their question, the evaluation problems with that question
+    (``{problem id: [evaluation problem ids]}``)."""
     flist = _filters(opts, run_ids)
     if opts.allow_eval_problems:
-        return {}
+        return {}, {}
     h = next(i for i, f in enumerate(flist) if f.name == HELD_BACK_FILTER)
     others = " AND ".join(f"f{i}" for i in range(len(flist)) if i != h) or "true"
     rows = con.execute(f"""
-        SELECT DISTINCT problem_id,
-               problem_split IS NOT DISTINCT FROM 'test' AS in_test,
-               problem_id IN (SELECT problem_id FROM eval_export_problems) AS eval_exported
-        FROM (SELECT r.*, p.split AS problem_split
-              FROM export_records r JOIN problems p ON p.problem_id = r.problem_id)
-        WHERE {others} AND NOT f{h}
-        ORDER BY problem_id""").fetchall()
-    out: dict[str, list[str]] = {HELD_TEST_SPLIT: [], HELD_EVAL_EXPORT: []}
-    for pid, in_test, exported in rows:
+        WITH held AS (SELECT DISTINCT problem_id FROM export_records
+                      WHERE {others} AND NOT f{h}),
+             evals AS ({_EVAL_PROBLEMS_SQL})
+        SELECT h.problem_id,
+               p.split IS NOT DISTINCT FROM 'test' AS in_test,
+               h.problem_id IN (SELECT problem_id FROM eval_export_problems) AS eval_exported,
+               (SELECT list(e.problem_id ORDER BY e.problem_id) FROM evals e
+                WHERE e.question_key = p.question_key AND e.problem_id <> h.problem_id) AS twins
+        FROM held h JOIN problems p ON p.problem_id = h.problem_id
+        ORDER BY h.problem_id""").fetchall()
+    out: dict[str, list[str]] = {HELD_TEST_SPLIT: [], HELD_EVAL_EXPORT: [],
+                                 HELD_SAME_QUESTION: []}
+    same_question: dict[str, list[str]] = {}
+    for pid, in_test, exported, twins in rows:
         if in_test:
             out[HELD_TEST_SPLIT].append(pid)
         if exported:
             out[HELD_EVAL_EXPORT].append(pid)
-    return {reason: ids for reason, ids in out.items() if ids}
+        if not in_test and not exported:
+            out[HELD_SAME_QUESTION].append(pid)
+            same_question[pid] = list(twins or [])
+    return {reason: ids for reason, ids in out.items() if ids}, same_question
 
 
 def _left_out_students(con, run_ids) -> list[dict]:
@@ -266,20 +289,32 @@ def _assign(con, opts: ExportOptions, spec: splits.SplitSpec, earlier,
     and the manifest's ``split_assignment`` block (without the problem lists)."""
     block: dict = {"method": opts.split_method, "seed": opts.seed,
                    "fractions": spec.as_dict()}
+    representative = _question_representatives(con)
+    block["same_question"] = {
+        "rule": "problems with the same question (problems.question_key) share a split: "
+                "the one the smallest problem_id with that question is placed in",
+        # selected problems whose question another problem of the warehouse has, and
+        # those of them placed by another problem's id than their own
+        "problems": len(representative),
+        "placed_by_another_id": sum(p != r for p, r in representative.items())}
     if opts.split_method == splits.BALANCED_METHOD:
         stratify = opts.stratify if opts.stratify is not None else DEFAULT_STRATIFY
         key_sql = ", ".join(stratify) if stratify else "NULL"
         problems = con.execute(f"SELECT DISTINCT problem_id, {key_sql} FROM export_records "
-                               f"WHERE passes").fetchall()
+                               f"WHERE passes ORDER BY problem_id").fetchall()
         block["stratify"] = list(stratify)
         block["warning"] = ("balanced splits depend on the whole selection: another "
                             "selection moves problems between splits")
-        return splits.assign_splits(((r[0], tuple(r[1:])) for r in problems), spec,
-                                    opts.seed), block
+        # One item per question, with the stratum of its smallest selected problem.
+        stratum = {r[0]: tuple(r[1:]) for r in problems}
+        groups = splits.question_groups(stratum, representative)
+        dealt = splits.assign_splits(((rep, stratum[members[0]])
+                                      for rep, members in groups.items()), spec, opts.seed)
+        return {m: dealt[rep] for rep, members in groups.items() for m in members}, block
     ids = [r[0] for r in con.execute("SELECT DISTINCT problem_id FROM export_records "
                                      "WHERE passes ORDER BY problem_id").fetchall()]
     result = splits.stable_assignment(ids, spec, opts.seed,
-                                      earlier.assignment if earlier else None)
+                                      earlier.assignment if earlier else None, representative)
     block["hash"] = splits.HASH_DESCRIPTION
     block["splits_from"] = None
     if earlier is not None:
@@ -293,22 +328,79 @@ def _assign(con, opts: ExportOptions, spec: splits.SplitSpec, earlier,
                 f"--splits-from: {result.hashed} problem(s) new since that export are placed "
                 f"by the keyed hash with seed {opts.seed} and {opts.splits}; the earlier "
                 f"export used method {earlier.method}, seed {earlier.seed}, {earlier.splits}")
+        if result.moved:
+            warnings.append(
+                f"--splits-from: the earlier export put problems with the same question in "
+                f"different splits; {len(result.moved)} problem(s) moved to the split of the "
+                f"smallest problem_id of their question that it placed (ids in manifest.json "
+                f"split_assignment.moved)")
     block["reused"], block["hashed"] = result.reused, result.hashed
+    block["moved"] = sorted(result.moved)
     return result.assignment, block
 
 
-def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None) -> CuratorError:
+def _question_representatives(con) -> dict[str, str]:
+    """problem_id -> the smallest problem_id in the warehouse with the same question
+    (problems.question_key), for the passing problems whose question another problem
+    shares; a problem absent here has a question of its own."""
+    rows = con.execute("""
+        WITH shared AS (SELECT question_key, min(problem_id) AS representative
+                        FROM problems GROUP BY question_key HAVING count(*) > 1)
+        SELECT p.problem_id, s.representative
+        FROM problems p JOIN shared s USING (question_key)
+        WHERE p.problem_id IN (SELECT problem_id FROM export_records WHERE passes)
+        ORDER BY p.problem_id""").fetchall()
+    return dict(rows)
+
+
+def _ungraded(con, opts: ExportOptions, run_ids: list[str] | None) -> list[dict]:
+    """Samples of the selected runs (--runs, or the teacher runs; and --dataset) that have
+    a rationale but no verdict of the current grader, per run: the export cannot label
+    them, so they are left out, and `curator grade` is what brings them in."""
+    runs = (f"s.run_id IN {_sql_list(run_ids)}" if run_ids is not None
+            else "r.role = 'teacher'")
+    datasets = (f" AND s.problem_id IN (SELECT problem_id FROM problems WHERE dataset IN "
+                f"{_sql_list(opts.datasets)})" if opts.datasets else "")
+    rows = con.execute(f"""
+        SELECT r.run_id, r.model, count(*)
+        FROM samples s JOIN run_roles r ON r.run_id = s.run_id
+        WHERE {runs}{datasets} AND s.completion IS NOT NULL
+          AND s.sample_id NOT IN (SELECT sample_id FROM current_grades)
+        GROUP BY ALL ORDER BY r.run_id""").fetchall()
+    return [{"run_id": rid, "model": model, "samples": n} for rid, model, n in rows]
+
+
+def ungraded_line(ungraded: list[dict], grader: str | None) -> str:
+    """The sentence that names the ungraded samples left out, and the command to run."""
+    n = sum(u["samples"] for u in ungraded)
+    runs = ", ".join(f"{u['run_id']} ({u['model']}) {u['samples']}" for u in ungraded)
+    by = f"the current grader {grader}" if grader else "any grader"
+    return (f"{n} sample(s) of the selected runs are not graded by {by} and are "
+            f"not exported: {runs}; run `curator grade` to grade them")
+
+
+def _empty_error(con, funnel: list[tuple[str, int]], grader: str | None,
+                 ungraded: list[dict] = ()) -> CuratorError:
     if grader is None:
         return CuratorError("nothing to export: no sample has been graded yet; run "
                             "`curator grade` first")
     if funnel[0][1] == 0:
         return CuratorError(f"nothing to export: no sample is graded by the current grader "
                             f"{grader}; run `curator grade`")
+    hint = f". {ungraded_line(ungraded, grader)}" if ungraded else ""
     for (prev_name, prev), (name, n) in zip(funnel, funnel[1:]):
         if n == 0:
+            if name.startswith("--runs") and ungraded:
+                # the runs are there, only not graded: say so, not "--runs is wrong"
+                total = sum(u["samples"] for u in ungraded)
+                runs = ", ".join(f"{u['run_id']} ({u['model']}): {u['samples']}"
+                                 for u in ungraded)
+                return CuratorError(f"nothing to export: {name} has no sample graded by the "
+                                    f"current grader {grader}, and {total} not graded "
+                                    f"({runs}); run `curator grade` first")
             return CuratorError(f"the selection is empty: {name} left 0 of the {prev} "
-                                f"samples that remained after {prev_name}")
-    return CuratorError("the selection is empty")
+                                f"samples that remained after {prev_name}{hint}")
+    return CuratorError("the selection is empty" + hint)
 
 
 def _counts(con, table: str) -> tuple[dict, dict]:

@@ -7,13 +7,17 @@ warehouse is never written except for the one-row record of the finished export)
    grader, labelled by the ``positives`` / ``negatives`` views, with one flag per
    filter in a fixed order (``--runs``, or teacher runs only when --runs is not given;
    ``--dataset``, ``--where``, no error, has a rationale, not truncated; evaluation
-   problems held back), and, for the samples that pass them all, the record
+   problems, and problems with the question of one, held back), and, for the samples
+   that pass them all, the record
    fields and a 64-bit hash of the rationale; into a temporary table in file order
    (problem, sample). The flags count the funnel, so an empty selection names the
    filter that emptied it. (Reading the text is cheap; what costs is sorting and
    copying it, so it is done once, and only for the samples that pass.)
+   Samples of the selected runs that the current grader has not graded cannot be
+   labelled: they are counted, per run, into a warning that names `curator grade`.
 2. **split** by problem (:mod:`curator.exporting.splits`): by the keyed hash of the
-   problem id and the seed (the default; an earlier export's assignment where
+   problem id and the seed, problems that share a question together (the default; an
+   earlier export's assignment where
    ``--splits-from`` gives one), or by the balanced, stratified method when asked,
    written into the records' ``export_split`` column (an UPDATE keeps the rows where
    they are). Duplicate removal keeps one rationale of
@@ -53,8 +57,8 @@ from curator.exporting.options import (EXTRA_COLUMNS, ExportOptions, ExportResul
                                        STRATA_COLUMNS)
 from curator.exporting.selection import (_apply_caps, _assign, _cap_order, _caps, _counts,
                                          _drop_duplicates, _empty_error, _funnel, _held_back,
-                                         _left_out_students, _resolve_runs, records_query,
-                                         selection_query)
+                                         _left_out_students, _resolve_runs, _ungraded,
+                                         records_query, selection_query, ungraded_line)
 from curator.exporting.splits_from import read_earlier_assignment
 from curator.ids import stable_id
 from curator.warehouse import Warehouse
@@ -150,10 +154,13 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                                    f"record fields and {', '.join(EXTRA_COLUMNS)}") from exc
             raise
         funnel = _funnel(con, opts, run_ids)
+        ungraded = _ungraded(con, opts, run_ids)
         if funnel[-1][1] == 0:
-            raise _empty_error(con, funnel, grader)
+            raise _empty_error(con, funnel, grader, ungraded)
+        if ungraded:
+            warnings.append(ungraded_line(ungraded, grader))
 
-        held_back = _held_back(con, opts, run_ids)
+        held_back, same_question_as = _held_back(con, opts, run_ids)
         students = _left_out_students(con, run_ids)
         assignment, split_block = _assign(con, opts, spec, earlier, warnings)
         sizes = splits.split_sizes(assignment, spec)
@@ -246,7 +253,12 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
                 "problems": len({p for ids in held_back.values() for p in ids}),
                 "reasons": held_back,
                 "student_runs_left_out": students,
+                # held back for their question: {problem id: the evaluation problems
+                # with that question} (only when there are any)
+                **({"same_question_as": same_question_as} if same_question_as else {}),
             },
+            # samples of the selected runs without the current grader's verdict
+            "ungraded_left_out": ungraded,
             "duplicates_dropped": duplicates,
             "capped": capped,
             "schema_shapes_validated": shapes,
