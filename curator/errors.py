@@ -34,14 +34,16 @@ class WarehouseBusy(CuratorError):
 def is_interrupt(exc: BaseException | None) -> bool:
     """Ctrl-C: Python's KeyboardInterrupt, or the error DuckDB raises for a query that
     SIGINT stopped (RuntimeError "Query interrupted" in DuckDB 2, InterruptException in
-    older versions), possibly wrapped in another error."""
+    older versions), possibly wrapped in another error (``raise ... from None`` ends the
+    chain: what was raised so replaces the interrupt)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException" \
                 or (type(exc) is RuntimeError and str(exc) == "Query interrupted"):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
     return False
 
 
@@ -53,6 +55,11 @@ def run_cli(app: Callable[[], object], console, interrupted: str,
     whatever happened."""
     try:
         app()
+    except SystemExit as exc:
+        # Typer turns a Ctrl-C that no command handled into a silent exit 130: say it.
+        if exc.code == 130 and is_interrupt(exc.__context__):
+            console.print(interrupted)
+        raise
     except CuratorError as exc:
         # the message as written: never read as console markup (a "[warehouse]" in it
         # would otherwise vanish)

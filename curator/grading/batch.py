@@ -285,7 +285,7 @@ def grade_pending(wh: Warehouse, *, run_ids: list[str] | None = None, workers: i
         raise WarehouseBusy(_what_is_left(wh, run_ids, version, report, writer, exc)) from exc
     except Exception as exc:
         # Ctrl-C during a query reaches us as DuckDB's own error: it is an interrupt.
-        if is_interrupt(exc):
+        if is_interrupt(exc) and not isinstance(exc, CuratorError):
             raise KeyboardInterrupt from None
         raise
     return report

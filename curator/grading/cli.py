@@ -40,14 +40,7 @@ def grade(
     grades the rest. A newer grader version regrades everything, and the
     `positives`/`negatives` views always show the newest version's verdicts.
     """
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
-
-    from curator.grading.batch import check_grade_options, count_pending, grade_pending
-    from curator.warehouse import resolve_runs
-
-    check_grade_options(timeout, workers)
-    wh = open_warehouse(db)
+    wh = None
     total: int | None = None
     kept = 0
 
@@ -55,9 +48,17 @@ def grade(
         nonlocal kept
         kept += n
 
-    # Everything from the first query on: Ctrl-C at any moment (also one that stops a
-    # DuckDB query, which DuckDB reports as its own error) ends in the one message.
+    # The whole command, from its first import on: Ctrl-C at any moment (also one that
+    # stops a DuckDB query, which DuckDB reports as its own error) ends in the one message.
     try:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        from curator.grading.batch import check_grade_options, count_pending, grade_pending
+        from curator.warehouse import resolve_runs
+
+        check_grade_options(timeout, workers)
+        wh = open_warehouse(db)
         with wh.read() as con:
             run_ids = resolve_runs(con, run, option="--run")
         total = count_pending(wh, run_ids)
@@ -79,13 +80,15 @@ def grade(
                 rep = grade_pending(wh, run_ids=run_ids, workers=workers, timeout=timeout,
                                     progress=advance)
     except (KeyboardInterrupt, Exception) as exc:
-        if not is_interrupt(exc):
+        # A user error stays one, also when it came while an interrupt was handled (the
+        # last commit found the warehouse locked): it says what could not be written.
+        if isinstance(exc, CuratorError) or not is_interrupt(exc):
             raise
         left = (f"{max(total - kept, 0):,} sample(s) still to grade" if total is not None
                 else "the rest are still to grade")
+        where = f" (warehouse: {wh.path.resolve()})" if wh is not None else ""
         note(f"interrupted: {kept:,} verdict(s) were committed and are kept; {left}. "
-             f"Re-run `curator grade` to grade the rest. (warehouse: {wh.path.resolve()})",
-             style="yellow")
+             f"Re-run `curator grade` to grade the rest.{where}", style="yellow")
         raise typer.Exit(130) from None
     if fmt is ReportFormat.json:
         emit_json(_grade_json(rep, wh))
