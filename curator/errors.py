@@ -31,13 +31,35 @@ class WarehouseBusy(CuratorError):
     """Another process held the warehouse lock for longer than we were willing to wait."""
 
 
+def is_interrupt(exc: BaseException | None) -> bool:
+    """Ctrl-C: Python's KeyboardInterrupt, or the error DuckDB raises for a query that
+    SIGINT stopped (RuntimeError "Query interrupted" in DuckDB 2, InterruptException in
+    older versions), possibly wrapped in another error (``raise ... from None`` ends the
+    chain: what was raised so replaces the interrupt)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException" \
+                or (type(exc) is RuntimeError and str(exc) == "Query interrupted"):
+            return True
+        exc = exc.__cause__ if exc.__cause__ is not None else (
+            None if exc.__suppress_context__ else exc.__context__)
+    return False
+
+
 def run_cli(app: Callable[[], object], console, interrupted: str,
             cleanup: Callable[[], None] | None = None) -> None:
     """Run a Typer ``app`` as a console script: a :class:`CuratorError` is printed on
-    ``console`` without a traceback (exit 2), Ctrl-C prints ``interrupted`` (exit 130);
-    ``cleanup`` runs last whatever happened."""
+    ``console`` without a traceback (exit 2), Ctrl-C prints ``interrupted`` (exit 130),
+    also when it stopped a DuckDB query (:func:`is_interrupt`); ``cleanup`` runs last
+    whatever happened."""
     try:
         app()
+    except SystemExit as exc:
+        # Typer turns a Ctrl-C that no command handled into a silent exit 130: say it.
+        if exc.code == 130 and is_interrupt(exc.__context__):
+            console.print(interrupted)
+        raise
     except CuratorError as exc:
         # the message as written: never read as console markup (a "[warehouse]" in it
         # would otherwise vanish)
@@ -46,6 +68,11 @@ def run_cli(app: Callable[[], object], console, interrupted: str,
                       soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        console.print(interrupted)
+        sys.exit(130)
+    except Exception as exc:
+        if not is_interrupt(exc):
+            raise
         console.print(interrupted)
         sys.exit(130)
     finally:

@@ -369,3 +369,20 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None)
     """
     rows = con.execute(sql, params or []).fetchall()
     return rows[0][0] if rows else None
+
+
+def resolve_runs(con: duckdb.DuckDBPyConnection, names, option: str = "--runs") -> list[str] | None:
+    """Run ids for the tokens of a run option (each a run id or a teacher model name,
+    which stands for all of that model's runs); None (all runs) when there are none. A
+    token that names no run is refused, naming ``option`` and listing the runs."""
+    if not names:
+        return None
+    known = con.execute("SELECT run_id, model FROM runs ORDER BY run_id").fetchall()
+    ids: list[str] = []
+    for name in names:
+        hit = [rid for rid, model in known if name in (rid, model)]
+        if not hit:
+            listing = "; ".join(f"{rid} ({model})" for rid, model in known) or "none"
+            raise CuratorError(f"{option}: no run has id or model {name!r}. Runs: {listing}")
+        ids.extend(h for h in hit if h not in ids)
+    return ids

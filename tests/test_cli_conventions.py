@@ -219,6 +219,7 @@ def test_writing_commands_name_their_warehouse(loaded, db_path, tmp_path):
     assert where in loaded("grade", "-q").stderr
     assert where in loaded("sql", "CREATE TABLE notes (x INT)", "--write").stderr
     assert where in loaded("export", tmp_path / "e").stderr
+    assert where in loaded("export-eval", tmp_path / "ev").stderr
     assert where not in loaded("stats").output
 
 

@@ -197,3 +197,32 @@ def test_import_help_says_linking_looks_in_every_dataset(cli):
     text = _help(cli, "import")
     assert "any dataset" in text and "preferred" in text
     assert "Dataset to link problems in" not in text
+
+
+def test_ctrl_c_that_no_command_handles_is_said_not_silent(capsys):
+    """Typer turns a KeyboardInterrupt in a command into a silent exit 130; run_cli says
+    what the interrupt means (exit 130 kept), and a DuckDB 'Query interrupted' is the same."""
+    import typer
+
+    from curator.errors import run_cli
+
+    for error in (KeyboardInterrupt(), RuntimeError("Query interrupted")):
+        app = typer.Typer()
+
+        @app.command()
+        def work() -> None:
+            raise error
+
+        @app.command()
+        def other() -> None:
+            pass
+
+        with pytest.raises(SystemExit) as stop:
+            run_cli(lambda: app(["work"]), _Console(), "interrupted; kept")
+        assert stop.value.code == 130
+        assert capsys.readouterr().err.strip() == "interrupted; kept"
+
+
+class _Console:
+    def print(self, msg, **_):
+        print(msg, file=sys.stderr)

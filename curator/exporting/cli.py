@@ -243,9 +243,11 @@ def export_eval(
     report_fmt, data = formats(fmt, data_format)
     opts = EvalOptions(datasets=_csv(dataset), split=split, where=where, limit=limit,
                        seed=seed, stratify=_stratify(stratify), format=data)
+    wh = open_warehouse(db)
     with _interruptible(out):
-        result = run_export_eval(open_warehouse(db), out, opts, overwrite=overwrite)
+        result = run_export_eval(wh, out, opts, overwrite=overwrite)
     _print_result(result, f"export-eval {out}", report_fmt)
+    wrote_to(wh)  # the export and its problems (eval_export_problems) are recorded there
 
 
 def report(

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from curator.durable import sha256_file  # noqa: F401  (files.sha256_file: exports and tests use it)
-from curator.errors import CuratorError
+from curator.errors import CuratorError, is_interrupt
 from curator.paths import OutputKind, guard_output
 
 MANIFEST = "manifest.json"
@@ -132,20 +132,6 @@ def _announce_cleaned(removed: list[Path]) -> None:
               file=sys.stderr)
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """Ctrl-C: Python's KeyboardInterrupt, or the error DuckDB raises for a query that
-    SIGINT stopped (RuntimeError "Query interrupted" in DuckDB 2, InterruptException in
-    older versions), possibly wrapped in another error."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException" \
-                or (type(exc) is RuntimeError and str(exc) == "Query interrupted"):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 @contextmanager
 def staged_dir(out: Path, overwrite: bool, warehouse: Path | None = None) -> Iterator[Path]:
     """Yield a fresh temporary directory beside ``out``; on normal exit it replaces
@@ -164,7 +150,7 @@ def staged_dir(out: Path, overwrite: bool, warehouse: Path | None = None) -> Ite
         _publish(tmp, out, overwrite, warehouse)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        if _interrupted(exc) and not isinstance(exc, KeyboardInterrupt):
+        if is_interrupt(exc) and not isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt from None
         raise
     finally:

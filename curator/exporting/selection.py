@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
-
 from curator.errors import CuratorError
 from curator.exporting import layouts, schema, splits
 from curator.exporting.options import (DEFAULT_STRATIFY, ExportOptions, HELD_EVAL_EXPORT,
@@ -115,21 +113,6 @@ def _record_columns(fields: list[str]) -> str:
                            f"{schema.TRAINING_SCHEMA} have no source column in the warehouse")
     return ", ".join(f'"{f}"' if f in _KEY_FIELDS else f'CASE WHEN passes THEN "{f}" END AS "{f}"'
                      for f in fields)
-
-
-def _resolve_runs(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> list[str] | None:
-    """Run ids for --runs tokens (a run id or a teacher model name); None = all runs."""
-    if not names:
-        return None
-    known = con.execute("SELECT run_id, model FROM runs ORDER BY run_id").fetchall()
-    ids: list[str] = []
-    for name in names:
-        hit = [rid for rid, model in known if name in (rid, model)]
-        if not hit:
-            listing = "; ".join(f"{rid} ({model})" for rid, model in known) or "none"
-            raise CuratorError(f"--runs: no run has id or model {name!r}. Runs: {listing}")
-        ids.extend(h for h in hit if h not in ids)
-    return ids
 
 
 def records_query(opts: ExportOptions, run_ids: list[str] | None, fields: list[str]) -> str:

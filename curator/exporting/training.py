@@ -57,11 +57,11 @@ from curator.exporting.options import (EXTRA_COLUMNS, ExportOptions, ExportResul
                                        STRATA_COLUMNS)
 from curator.exporting.selection import (_apply_caps, _assign, _cap_order, _caps, _counts,
                                          _drop_duplicates, _empty_error, _funnel, _held_back,
-                                         _left_out_students, _resolve_runs, _ungraded,
-                                         records_query, selection_query, ungraded_line)
+                                         _left_out_students, _ungraded, records_query,
+                                         selection_query, ungraded_line)
 from curator.exporting.splits_from import read_earlier_assignment
 from curator.ids import stable_id
-from curator.warehouse import Warehouse
+from curator.warehouse import Warehouse, resolve_runs
 
 
 def _record_export(wh: Warehouse, kind: str, out: Path, fmt: str, manifest: dict,
@@ -143,7 +143,7 @@ def export_training(wh: Warehouse, out: str | Path, opts: ExportOptions | None =
     with wh.read() as con, files.staged_dir(out, overwrite, wh.path) as stage:
         grader_rows = con.execute("SELECT grader_version FROM current_grader").fetchall()
         grader = grader_rows[0][0] if grader_rows else None
-        run_ids = _resolve_runs(con, opts.runs)
+        run_ids = resolve_runs(con, opts.runs)
         query = selection_query(opts, run_ids)
         try:
             con.execute(f"CREATE TEMP TABLE export_records AS "

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from curator.grading import api
 from curator.grading.compare import UNPARSEABLE, NeedsSympy, Verdict
-from curator.errors import CuratorError, WarehouseBusy
+from curator.errors import CuratorError, WarehouseBusy, is_interrupt
 from curator.warehouse import Warehouse
 
 PAGE = 5_000
@@ -263,7 +263,8 @@ def grade_pending(wh: Warehouse, *, run_ids: list[str] | None = None, workers: i
     """Grade every sample with a completion that ``version`` has not graded yet (of
     ``run_ids`` only, when given). ``progress(n)`` is called with the number of verdicts
     each commit adds. Safe to interrupt: every committed verdict stays, and the next call
-    grades the rest."""
+    grades the rest; an interrupt leaves as KeyboardInterrupt, also when it stopped a
+    DuckDB query."""
     check_grade_options(timeout, workers)
     t0 = time.monotonic()
     report = GradeReport(version)
@@ -282,6 +283,11 @@ def grade_pending(wh: Warehouse, *, run_ids: list[str] | None = None, workers: i
             report.sympy_seconds = stats.sympy_seconds
     except WarehouseBusy as exc:
         raise WarehouseBusy(_what_is_left(wh, run_ids, version, report, writer, exc)) from exc
+    except Exception as exc:
+        # Ctrl-C during a query reaches us as DuckDB's own error: it is an interrupt.
+        if is_interrupt(exc) and not isinstance(exc, CuratorError):
+            raise KeyboardInterrupt from None
+        raise
     return report
 
 

@@ -13,7 +13,7 @@ from typer.core import TyperCommand
 from curator.cli_common import (DbOption, ReportFormat, ReportFormatOption, TableFormatOption,
                                 console, emit_json, err_console, note, open_warehouse,
                                 wrote_to)
-from curator.errors import CuratorError
+from curator.errors import CuratorError, is_interrupt
 from curator.output import Format, render
 
 
@@ -26,7 +26,7 @@ def _grade_json(rep, wh) -> dict:
 
 
 def grade(
-    run: Annotated[Optional[list[str]], typer.Option("--run", help="Grade only this run (repeatable; default: every run).")] = None,
+    run: Annotated[Optional[list[str]], typer.Option("--run", help="Grade only this run: a run id or a teacher model name (all of its runs); repeatable; default: every run. A name no run has is refused.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes for the comparisons that need sympy (default: one per core).")] = None,
     timeout: Annotated[float, typer.Option(help="Hard wall-clock limit per comparison, in seconds; past it the verdict is 'timeout'.")] = 5.0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -40,23 +40,30 @@ def grade(
     grades the rest. A newer grader version regrades everything, and the
     `positives`/`negatives` views always show the newest version's verdicts.
     """
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
-
-    from curator.grading.batch import check_grade_options, count_pending, grade_pending
-
-    check_grade_options(timeout, workers)
-    wh = open_warehouse(db)
-    total = count_pending(wh, run)
+    wh = None
+    total: int | None = None
     kept = 0
 
     def committed(n: int) -> None:
         nonlocal kept
         kept += n
 
+    # The whole command, from its first import on: Ctrl-C at any moment (also one that
+    # stops a DuckDB query, which DuckDB reports as its own error) ends in the one message.
     try:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+
+        from curator.grading.batch import check_grade_options, count_pending, grade_pending
+        from curator.warehouse import resolve_runs
+
+        check_grade_options(timeout, workers)
+        wh = open_warehouse(db)
+        with wh.read() as con:
+            run_ids = resolve_runs(con, run, option="--run")
+        total = count_pending(wh, run_ids)
         if quiet or total == 0:
-            rep = grade_pending(wh, run_ids=run, workers=workers, timeout=timeout,
+            rep = grade_pending(wh, run_ids=run_ids, workers=workers, timeout=timeout,
                                 progress=committed)
         else:
             # Counts and rate only: the comparisons that need sympy come last and can take
@@ -70,12 +77,18 @@ def grade(
                     committed(n)
                     speed = bar.tasks[0].speed
                     bar.update(task, advance=n, rate=f"{speed:,.0f}/s" if speed else "")
-                rep = grade_pending(wh, run_ids=run, workers=workers, timeout=timeout,
+                rep = grade_pending(wh, run_ids=run_ids, workers=workers, timeout=timeout,
                                     progress=advance)
-    except KeyboardInterrupt:
-        note(f"interrupted: {kept:,} verdict(s) were committed and are kept; "
-             f"{max(total - kept, 0):,} sample(s) still to grade. Re-run `curator grade` to "
-             f"grade the rest. (warehouse: {wh.path.resolve()})", style="yellow")
+    except (KeyboardInterrupt, Exception) as exc:
+        # A user error stays one, also when it came while an interrupt was handled (the
+        # last commit found the warehouse locked): it says what could not be written.
+        if isinstance(exc, CuratorError) or not is_interrupt(exc):
+            raise
+        left = (f"{max(total - kept, 0):,} sample(s) still to grade" if total is not None
+                else "the rest are still to grade")
+        where = f" (warehouse: {wh.path.resolve()})" if wh is not None else ""
+        note(f"interrupted: {kept:,} verdict(s) were committed and are kept; {left}. "
+             f"Re-run `curator grade` to grade the rest.{where}", style="yellow")
         raise typer.Exit(130) from None
     if fmt is ReportFormat.json:
         emit_json(_grade_json(rep, wh))

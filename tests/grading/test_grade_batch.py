@@ -4,10 +4,17 @@ GPT-4 rationales), grader versions, interruption, and `curator check`."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from curator.errors import CuratorError
 from curator.grading import GRADER_VERSION, grade, grade_pending
 from curator.warehouse import Warehouse
 
@@ -87,6 +94,72 @@ def test_interrupting_keeps_committed_verdicts(graded_wh, monkeypatch):
     assert q(wh, "SELECT count(*), count(DISTINCT sample_id) FROM grades") == [(1600, 1600)]
 
 
+# `curator grade` in a real process whose every query of the samples also runs a slow
+# scalar subquery (a recursive CTE: one thread whatever the machine, ~0.2-0.5 s), in pages
+# of 100 (17 queries, seconds in all): Ctrl-C then lands in a DuckDB query about as often
+# as in Python, so both ways it arrives are met.
+_SLOW_GRADE = """
+import sys
+from pathlib import Path
+from curator.grading import batch
+pending = batch._pending
+batch._pending = lambda run_ids: (pending(run_ids) + " AND (WITH RECURSIVE t(i) AS ("
+    "SELECT 1 UNION ALL SELECT i + 1 FROM t WHERE i < 20000) SELECT count(*) FROM t) > 0")
+batch.PAGE = 100
+batch.FLUSH_ROWS = 50
+import functools
+from curator.grading import cli as grading_cli
+command = grading_cli.grade
+@functools.wraps(command)
+def grade(*args, **kwargs):  # the moments below count from the command's first line
+    Path(READY).write_text("started")
+    return command(*args, **kwargs)
+grading_cli.grade = grade
+commit = batch._Writer._commit
+def counted_commit(self, *args):
+    commit(self, *args)
+    with open(READY + ".commits", "a") as f:
+        f.write("1\\n")
+batch._Writer._commit = counted_commit
+from curator import cli
+sys.argv = ["curator", *sys.argv[1:]]
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("commits, delay", [(0, 0.0), (0, 0.4), (1, 0.0), (3, 0.1), (6, 0.2)])
+def test_ctrl_c_at_any_moment_of_grade_keeps_verdicts_and_says_so(graded_wh, tmp_path,
+                                                                   commits, delay):
+    """SIGINT `delay` seconds after the grade command's start (commits=0) or after its
+    n-th commit of verdicts: exit 130 and the message, whatever was running."""
+    wh = graded_wh
+    ready = tmp_path / "ready"
+    done = tmp_path / "ready.commits"
+    script = _SLOW_GRADE.replace("READY", repr(str(ready)))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-c", script, "grade", "--quiet",
+                             "--workers", "1", "--db", str(wh.path)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not (
+            ready.exists() and (commits == 0 or (done.exists() and
+                                                 done.read_text().count("\n") >= commits))):
+        time.sleep(0.005)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "Query interrupted" not in err, err
+    said = re.search(r"interrupted: ([\d,]+) verdict\(s\) were committed and are kept", err)
+    assert said, err
+    kept = q(wh, "SELECT count(*) FROM grades")[0][0]
+    assert int(said[1].replace(",", "")) == kept
+    left = re.search(r"([\d,]+) sample\(s\) still to grade", err)
+    assert left is None or int(left[1].replace(",", "")) == 1600 - kept
+    assert grade_pending(wh, workers=1).graded == 1600 - kept      # the rest, once
+
+
 def test_runs_failed_samples_and_missing_references(graded_wh, cli):
     wh = graded_wh
     cli("import", "tdg", FIXTURES / "tdg_gpt35.jsonl", "--model", "gpt-3.5-turbo")
@@ -114,6 +187,25 @@ def test_cli_grade_and_stats(graded_wh, cli):
     stats = json.loads(cli("stats", "--format", "json").output)
     run = next(r for r in stats["runs"] if r["model"] == "gpt-4")
     assert run["positives"] + run["negatives"] == 1600
+
+
+def test_cli_grade_run_takes_run_ids_and_model_names_and_refuses_others(graded_wh, cli):
+    wh = graded_wh
+    cli("import", "tdg", FIXTURES / "tdg_gpt35.jsonl", "--model", "gpt-3.5-turbo")
+    (gpt4,), = q(wh, "SELECT run_id FROM runs WHERE model = 'gpt-4'")
+    for name in ("nosuch", "gpt-3.5"):
+        r = cli("grade", "--run", name, ok=False)
+        said = str(r.exception)
+        assert isinstance(r.exception, CuratorError), (r.output, r.exception)
+        assert f"--run: no run has id or model {name!r}" in said
+        assert gpt4 in said and "gpt-3.5-turbo" in said             # the runs there are
+    assert q(wh, "SELECT count(*) FROM grades") == [(0,)]
+    out = cli("grade", "--run", "gpt-3.5-turbo", "--format", "json").stdout
+    gpt35 = q(wh, "SELECT count(*) FROM samples JOIN runs USING (run_id) "
+                  "WHERE model = 'gpt-3.5-turbo' AND completion IS NOT NULL")[0][0]
+    assert json.loads(out)["graded"] == gpt35 > 0
+    assert json.loads(cli("grade", "--run", gpt4, "--format", "json").stdout)["graded"] == 1600
+    assert q(wh, "SELECT count(*) FROM grades") == [(1600 + gpt35,)]
 
 
 def test_cli_check_explains_a_verdict(cli):
