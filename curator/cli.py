@@ -256,17 +256,30 @@ def sql(
 sql.__doc__ = _sql_help()
 
 
-def stats(fmt: TableFormatOption = Format.table, db: DbOption = None) -> None:
+STATS_TABLES = ("problems", "runs")
+
+
+def stats(fmt: TableFormatOption = Format.table, db: DbOption = None,
+          table: Annotated[Optional[str], typer.Option(
+              "--table", help="Only this table: problems or runs (needed with --format csv, "
+                              "whose output holds one table).")] = None) -> None:
     """Problems per dataset/split/subject/level, and per run: samples, errors, tokens,
     cost, positives and negatives."""
     from curator.query import warehouse_stats
 
+    if table is not None and table not in STATS_TABLES:
+        raise CuratorError(f"--table {table!r}: choose problems or runs")
+    if fmt is Format.csv and table is None:
+        raise CuratorError("--format csv writes one table: add --table problems or "
+                           "--table runs (or use --format json for both)")
     st = warehouse_stats(open_warehouse(db))
     if fmt is Format.json:
-        emit_json(st.as_json())
+        out = st.as_json()
+        emit_json({k: v for k, v in out.items() if table is None or k in (table, "grader_version")})
         return
-    for title, (cols, rows) in st.tables().items():
-        render(cols, rows, fmt, console, title=title)
+    for key, (title, (cols, rows)) in zip(STATS_TABLES, st.tables().items()):
+        if table is None or key == table:
+            render(cols, rows, fmt, console, title=title)
 
 
 app.command()(init)

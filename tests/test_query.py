@@ -63,6 +63,22 @@ def test_stats(wh, fixtures, cli):
     assert json.loads(out)["runs"][0]["samples"] == 9
 
 
+def test_stats_csv_is_one_table_chosen_with_table(wh, cli, fixtures):
+    """CSV holds one table: --table picks it (a bare -f csv would print two CSV tables,
+    headers and all, into one stream)."""
+    import csv
+    import io
+    load_problems(wh, "math", fixtures / "math")
+    r = cli("stats", "-f", "csv", ok=False)
+    assert r.exit_code != 0 and "--table problems or --table runs" in str(r.exception)
+    rows = list(csv.reader(io.StringIO(cli("stats", "-f", "csv", "--table", "problems").stdout)))
+    assert rows[0][:4] == ["dataset", "split", "subject", "problems"]
+    assert sum(int(r[3]) for r in rows[1:]) == 5
+    assert "runs" not in cli("stats", "-f", "json", "--table", "problems").stdout
+    r = cli("stats", "--table", "nope", ok=False)
+    assert r.exit_code != 0 and "choose problems or runs" in str(r.exception)
+
+
 WRITER = r"""
 import sys, time
 from curator.warehouse import Warehouse
