@@ -31,7 +31,9 @@ app = typer.Typer(
     help="Train student models from `curator export` files: NAT (negative-assisted LoRA "
          "with the integration gate) and the baselines (sft, mix, nt, ul, cl, dpo, kto); sample "
          "rationales from students for `curator import jsonl`.",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    # markdown re-flows docstring paragraphs instead of keeping their line breaks
+    rich_markup_mode="markdown")
 
 
 DOWNLOAD_ENV = "DISTILL_ALLOW_DOWNLOAD"
@@ -242,7 +244,7 @@ def generate(
     seed: Seed = 0,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Split to read when --data is a directory with several.")] = None,
-    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the run's model (default: student:<adapter dir>:<mode>).")] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the run's model (default: `student:<adapter dir>:<mode>`).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N.")] = "auto",
     prompt_template: Template = None, chat_template: Chat = False,

@@ -77,7 +77,7 @@ def eval_(
     ranker: Annotated[Optional[Path], typer.Option("--ranker", help="`distill ranker` output: adds the ASC rules.")] = None,
     asc_weight: Annotated[str, typer.Option("--asc-weight", help="The ASC weighting named 'ASC' in summaries: 1, 1+s, 1+2s or s (all four are reported).")] = "s",
     limit: Annotated[Optional[int], typer.Option("--limit", help="Only the first N problems.")] = None,
-    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the samples' model (default: student:<adapter dir>:<mode>).")] = None,
+    model_name: Annotated[Optional[str], typer.Option("--model-name", help="Name recorded as the samples' model (default: `student:<adapter dir>:<mode>`).")] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")] = "float32",
     device: Annotated[str, typer.Option("--device", help="auto (a GPU when there is one), cpu, cuda or cuda:N.")] = "auto",
     prompt_template: base.Template = None, chat_template: base.Chat = False,
