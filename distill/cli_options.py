@@ -117,6 +117,9 @@ def guard_out(out: Path, resume: bool, overwrite: bool, command: str | None = No
         import shutil
         for d in checkpoint_dirs(out):
             shutil.rmtree(d, ignore_errors=True)  # every process of a job may get here
+        # The replaced run is no longer finished: were this one interrupted, OUT must read
+        # as an interrupted run of these settings, not as the old run finished.
+        (out / MANIFEST).unlink(missing_ok=True)
     if settings is not None and not (continuing and record is not None):
         write_run_record(out, command, settings)
     return False

@@ -19,7 +19,9 @@ STAGE_STAMP = ".stage-fingerprint"
 
 
 def _entries(path: Path) -> list[str]:
-    return sorted(e.name for e in os.scandir(path))
+    """What ``path`` holds, but the stamp `distill compare` puts in a stage folder before
+    the stage's command runs (a folder holding only that is as good as empty)."""
+    return sorted(e.name for e in os.scandir(path) if e.name != STAGE_STAMP)
 
 
 def _folder_kind(what: str, command: str, names: set[str], markers: set[str],
@@ -28,6 +30,8 @@ def _folder_kind(what: str, command: str, names: set[str], markers: set[str],
     ``names`` (and hidden temporary files starting with ``hidden_prefixes``)."""
     def foreign(path: Path) -> str | None:
         entries = _entries(path)
+        if not entries:
+            return None
         strange = [n for n in entries if n not in names and not n.startswith(hidden_prefixes)]
         if strange:
             return f"it holds {strange[0]!r}, which `{command}` does not write"
@@ -60,7 +64,7 @@ EVAL_NAMES = {"eval.json", "samples.jsonl", "greedy.jsonl", "grades.jsonl", "sco
 
 
 def _eval_foreign(path: Path) -> str | None:
-    entries = set(_entries(path)) - {STAGE_STAMP}     # a compare stage folder, not begun
+    entries = set(_entries(path))
     strange = sorted(n for n in entries if n not in EVAL_NAMES)
     if strange:
         return f"it holds {strange[0]!r}, which `distill eval` does not write"
@@ -79,8 +83,11 @@ TINY_OUT = _folder_kind("tiny model", "distill init-tiny", TINY_NAMES, {"tiny_sh
 
 
 def _never(path: Path) -> str | None:
-    return f"it holds {_entries(path)[0]!r}; the command writes only into an absent or " \
-           f"empty directory"
+    entries = _entries(path)
+    if not entries:
+        return None
+    return f"it holds {entries[0]!r}; the command writes only into an absent or empty " \
+           f"directory"
 
 
 PRETRAIN_OUT = OutputKind("pre-trained model", "distill pretrain", _never, directory=True)

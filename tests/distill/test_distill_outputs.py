@@ -161,3 +161,20 @@ def test_compare_refuses_an_out_with_a_foreign_table(tmp_path):
                               "--out", str(out), "--dry-run", "--no-warehouse"])
     assert res.exit_code != 0 and "holds comparison.md but no stages/" in _msg(res), _msg(res)
     assert sorted(p.name for p in out.iterdir()) == ["comparison.md"]
+
+
+@pytest.mark.parametrize("kind", ["TRAINING_OUT", "RANKER_OUT", "EVAL_OUT", "TINY_OUT",
+                                  "PRETRAIN_OUT"])
+def test_a_compare_stage_folder_holding_only_its_stamp_is_as_good_as_empty(tmp_path, kind):
+    """`distill compare` stamps every stage folder before the stage's command runs in it
+    (init-tiny and pretrain stages included): the stamp alone never makes it foreign, and
+    anything else still does."""
+    import distill.outputs as outputs
+    from curator.paths import guard_output
+    d = tmp_path / "stage"
+    d.mkdir()
+    (d / outputs.STAGE_STAMP).write_text("fp")
+    assert guard_output(d, getattr(outputs, kind), option="--out") == d
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(CuratorError, match="notes.txt"):
+        guard_output(d, getattr(outputs, kind), option="--out")

@@ -180,3 +180,23 @@ def test_training_out_must_be_a_training_folder(tiny_model, export_file, tmp_pat
         assert res.exit_code != 0 and "holds the DuckDB database curator.duckdb" in \
             str(res.exception), (res.output, res.exception)
     assert sorted(p.name for p in wh.iterdir()) == ["curator.duckdb"]
+
+
+def test_an_interrupted_overwrite_of_a_finished_run_reads_as_interrupted(
+        tiny_model, export_file, tmp_path, monkeypatch):
+    """--overwrite replaces a finished run: killed before it ends, OUT is an interrupted
+    run of the new settings (resumable with them), never the old run 'finished' under a
+    record of the new settings."""
+    out = tmp_path / "sft"
+    first = _common(tiny_model, export_file) + ["--max-steps", "2", "--save-steps", "0"]
+    res = runner.invoke(app, ["train", *first, "--out", str(out)])
+    assert res.exit_code == 0, (res.output, res.exception)
+    again = _common(tiny_model, export_file) + ["--max-steps", "4", "--save-steps", "1"]
+    _interrupt_sft(monkeypatch, again + ["--overwrite"], out, at=2)
+    assert not (out / "distill.json").exists()
+    res = runner.invoke(app, ["train", *again, "--out", str(out)])
+    assert res.exit_code != 0 and "holds an interrupted run" in " ".join(str(res.exception).split())
+    res = runner.invoke(app, ["train", *again, "--out", str(out), "--resume"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "step 4/4" in res.output and "step 1/4" not in res.output
+    assert json.loads((out / "distill.json").read_text())["steps"] == 4
