@@ -166,6 +166,15 @@ def test_single_math_file_and_list(wh, fixtures, tmp_path):
     assert rep.added == 3 and rep.read == 3
 
 
+def test_math_subject_folder_takes_its_split_from_the_folder_above(wh, fixtures):
+    """MATH/test/geometry loaded alone is test (the layout <split>/<subject>/<n>.json), so
+    loading all of MATH afterwards finds its problems already present."""
+    rep = load_problems(wh, "math", fixtures / "math" / "test" / "geometry")
+    assert rep.rows() == [("math", "test", 2, 2, 0)]
+    assert {c.how for c in rep.splits} == {"layout"}
+    assert load_problems(wh, "math", fixtures / "math").added == 3
+
+
 def test_real_math_single_file(wh, shared_data):
     f = shared_data / "MATH" / "test" / "algebra" / "1.json"
     rep = load_problems(wh, "math", f)

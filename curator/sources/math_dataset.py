@@ -147,7 +147,13 @@ def read_math(ctx: LoadContext) -> Iterator[Problem]:
         raise InputError("no *.json problem files under this directory (expected the "
                          "MATH layout <split>/<subject>/<n>.json)", str(root))
     for pos, f in enumerate(files):
-        split = ctx.split_for(f.relative_to(root.parent), "train", layout=True)
+        # <split>/<subject>/<n>.json: a subject folder loaded alone (MATH/test/algebra)
+        # still takes its split from the folder above it
+        rel = f.relative_to(root.parent)
+        if (not ctx.split and not split_from_path(rel, "")
+                and f.parent.parent.name.lower() in SPLIT_NAMES):
+            rel = f.relative_to(f.parent.parent.parent)
+        split = ctx.split_for(rel, "train", layout=True)
         try:
             obj = read_json_document(f)
         except InputError as exc:
