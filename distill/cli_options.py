@@ -98,8 +98,7 @@ def guard_out(out: Path, resume: bool, overwrite: bool, command: str | None = No
                               f"settings than these ({'; '.join(differ)})", style="yellow",
                               soft_wrap=True)
             console.print(f"{out} already holds a finished {kind} run; --resume keeps it "
-                          f"(nothing to train; --overwrite trains again)", soft_wrap=True,
-                          markup=False)
+                          f"(nothing to train; --overwrite trains again)", soft_wrap=True)
             return True
         if not overwrite:
             raise CuratorError(f"{out} already holds a finished {kind} run ({MANIFEST}); pass "
@@ -204,7 +203,7 @@ def _check_settings(out: Path, what: str, record: dict | None, command: str | No
     if record is None:
         console.print(f"{out} holds no record of the settings {what} was started with "
                       f"(written by an older version); resuming with the ones given now",
-                      style="yellow", soft_wrap=True, markup=False)
+                      style="yellow", soft_wrap=True)
         return
     diff = _differences(record, command, settings, flags)
     if diff:

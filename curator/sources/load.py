@@ -101,8 +101,7 @@ class AnswerChange:
         when the id is the question's hash."""
         if self.source_id != ids.question_key(self.question):
             return self.source_id
-        q = " ".join(self.question.split())
-        return repr(q if len(q) <= 50 else q[:50] + "...")
+        return _short(self.question, 50)
 
     def as_json(self) -> dict:
         return {"problem_id": self.problem_id, "dataset": self.dataset, "split": self.split,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from curator.durable import sha256_file
 from curator.errors import CuratorError
+from distill.outputs import STAGE_STAMP
 
 STAGES_DIR, RUNS_LOG = "stages", "runs.jsonl"
 
@@ -154,7 +155,7 @@ def _log(out: Path, invocation: str, o: Outcome) -> None:
                             "at": datetime.now(timezone.utc).isoformat()}) + "\n")
 
 
-STAMP = ".stage-fingerprint"
+STAMP = STAGE_STAMP    # what output checks take for an empty stage folder (distill.outputs)
 
 
 def _prepare_dir(d: Path, fp: str) -> None:
