@@ -34,17 +34,26 @@ class WarehouseBusy(CuratorError):
 def is_interrupt(exc: BaseException | None) -> bool:
     """Ctrl-C: Python's KeyboardInterrupt, or the error DuckDB raises for a query that
     SIGINT stopped (RuntimeError "Query interrupted" in DuckDB 2, InterruptException in
-    older versions), possibly wrapped in another error (``raise ... from None`` ends the
+    older versions, or its error around a KeyboardInterrupt raised while it read a
+    registered Python object), possibly wrapped in another error (``raise ... from None`` ends the
     chain: what was raised so replaces the interrupt)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException" \
-                or (type(exc) is RuntimeError and str(exc) == "Query interrupted"):
+                or (type(exc) is RuntimeError and str(exc) == "Query interrupted") \
+                or _duckdb_wrapped_interrupt(exc):
             return True
         exc = exc.__cause__ if exc.__cause__ is not None else (
             None if exc.__suppress_context__ else exc.__context__)
     return False
+
+
+def _duckdb_wrapped_interrupt(exc: BaseException) -> bool:
+    """A DuckDB error carrying a KeyboardInterrupt raised in Python while DuckDB read a
+    registered Python object ("reading the schema of the object registered as 'x'
+    failed: KeyboardInterrupt: ")."""
+    return type(exc).__module__.lstrip("_") == "duckdb" and "KeyboardInterrupt:" in str(exc)
 
 
 def run_cli(app: Callable[[], object], console, interrupted: str,

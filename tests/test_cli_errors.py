@@ -226,3 +226,25 @@ def test_ctrl_c_that_no_command_handles_is_said_not_silent(capsys):
 class _Console:
     def print(self, msg, **_):
         print(msg, file=sys.stderr)
+
+
+def test_a_ctrl_c_duckdb_wraps_while_reading_a_registered_frame_is_an_interrupt():
+    """SIGINT while DuckDB reads a registered Python object comes back as DuckDB's
+    InvalidInputException around the KeyboardInterrupt (seen in `curator grade` when the
+    signal lands as it registers its verdicts): an interrupt, not an error. Other DuckDB
+    errors are not."""
+    import duckdb
+
+    from curator.errors import is_interrupt
+
+    class Interrupting:
+        def __arrow_c_stream__(self, requested_schema=None):
+            raise KeyboardInterrupt
+
+    con = duckdb.connect()
+    with pytest.raises(duckdb.InvalidInputException, match="KeyboardInterrupt") as caught:
+        con.register("new_grades", Interrupting())
+        con.execute("SELECT * FROM new_grades").fetchall()
+    assert is_interrupt(caught.value)
+    assert not is_interrupt(duckdb.InvalidInputException("reading the schema failed: bad"))
+    assert not is_interrupt(duckdb.CatalogException("Table with name x does not exist"))
